@@ -1,0 +1,16 @@
+"""nets: a small numpy + numba deep-learning library (LeNet-5, autoencoder, text CNN, RNN LM).
+
+nets imports only numpy, numba (and scipy's BLAS through numba); never hpsearch, Spark, Optuna or MLflow.
+"""
+from nets.data.splits import Data, Split
+from nets.errors import ConfigError, DataError, DivergedError, NetsError
+from nets.io import load, save
+from nets.model import Model
+from nets.recipes import RECIPES, Recipe, TrainResult, build_model, get_recipe, train
+from nets.train import History, TrainConfig, fit
+
+__all__ = [
+    "RECIPES", "Recipe", "TrainResult", "train", "build_model", "get_recipe",
+    "Model", "fit", "TrainConfig", "History", "Data", "Split",
+    "save", "load", "NetsError", "DataError", "ConfigError", "DivergedError",
+]

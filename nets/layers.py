@@ -1,0 +1,217 @@
+"""Layers over one flat parameter buffer.
+
+Lifecycle of a layer inside a `Model`:
+1. `build(in_shape)` is called once with the per-sample input shape and returns the output shape;
+   it declares parameters with `self.param(name, shape, fan_in)`.
+2. The model allocates one flat parameter buffer and one flat gradient buffer and hands each layer
+   views into them (`layer.p[name]`, `layer.g[name]`).
+3. `forward(x)` keeps what `backward` needs; `backward(dy)` writes (overwrites) the gradients of
+   its parameters and returns dx (or None when `need_dx` is False: the first layer).
+Buffers are allocated once per batch shape and reused, so a training step allocates nothing.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nets.kernels import activations as ka
+from nets.kernels import conv as kc
+from nets.kernels import pool as kp
+
+ACTS = {None: ka.ACT_NONE, "tanh": ka.ACT_TANH, "relu": ka.ACT_RELU, "sigmoid": ka.ACT_SIGMOID}
+
+
+class Layer:
+    """Base class: no parameters, identity shape."""
+
+    def __init__(self) -> None:
+        self.specs: list[tuple[str, tuple[int, ...], int]] = []  # (name, shape, fan_in)
+        self.p: dict[str, np.ndarray] = {}
+        self.g: dict[str, np.ndarray] = {}
+        self.need_dx = True
+        self.dtype = np.float32
+        self._bufs: dict[tuple, np.ndarray] = {}
+
+    def param(self, name: str, shape: tuple[int, ...], fan_in: int) -> None:
+        self.specs.append((name, tuple(shape), fan_in))
+
+    def build(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def init(self, rng: np.random.Generator) -> None:
+        """Torch/BigDL default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
+        for name, shape, fan_in in self.specs:
+            bound = 1.0 / math.sqrt(fan_in)
+            self.p[name][...] = rng.uniform(-bound, bound, size=shape)
+
+    def buf(self, key: str, shape: tuple[int, ...], dtype=None) -> np.ndarray:
+        k = (key, shape)
+        b = self._bufs.get(k)
+        if b is None:
+            b = self._bufs[k] = np.empty(shape, dtype or self.dtype)
+        return b
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {}
+
+
+class Linear(Layer):
+    """y = act(x @ W + b); x: (B, in), W: (in, out)."""
+
+    def __init__(self, n_out: int, act: str | None = None) -> None:
+        super().__init__()
+        self.n_out, self.act = int(n_out), act
+        self._act = ACTS[act]
+
+    def build(self, in_shape):
+        (n_in,) = in_shape
+        self.param("w", (n_in, self.n_out), n_in)
+        self.param("b", (self.n_out,), n_in)
+        return (self.n_out,)
+
+    def forward(self, x):
+        self.x = x
+        y = self.buf("y", (x.shape[0], self.n_out))
+        np.matmul(x, self.p["w"], out=y)
+        ka.apply_act(y, self.p["b"], self._act)
+        self.y = y
+        return y
+
+    def backward(self, dy):
+        dz = self.buf("dz", dy.shape)
+        ka.act_backward_bias(dz, self.g["b"], dy, self.y, self._act)
+        np.matmul(self.x.T, dz, out=self.g["w"])
+        if not self.need_dx:
+            return None
+        dx = self.buf("dx", self.x.shape)
+        np.matmul(dz, self.p["w"].T, out=dx)
+        return dx
+
+
+class Conv2d(Layer):
+    """NHWC convolution: x (B, H, W, C) -> act(conv(x) + b) (B, OH, OW, OC); W: (KH*KW*C, OC)."""
+
+    def __init__(self, n_out: int, kernel: int, stride: int = 1, pad: int = 0,
+                 act: str | None = None) -> None:
+        super().__init__()
+        self.n_out, self.k, self.stride, self.pad, self.act = int(n_out), int(kernel), int(stride), int(pad), act
+        self._act = ACTS[act]
+
+    def build(self, in_shape):
+        H, W, C = in_shape
+        self.oh = (H + 2 * self.pad - self.k) // self.stride + 1
+        self.ow = (W + 2 * self.pad - self.k) // self.stride + 1
+        if self.oh < 1 or self.ow < 1:
+            raise ValueError(f"Conv2d kernel {self.k} does not fit input {in_shape}")
+        fan_in = self.k * self.k * C
+        self.param("w", (fan_in, self.n_out), fan_in)
+        self.param("b", (self.n_out,), fan_in)
+        return (self.oh, self.ow, self.n_out)
+
+    def forward(self, x):
+        B = x.shape[0]
+        self.x_shape = x.shape
+        rows = B * self.oh * self.ow
+        col = self.buf("col", (rows, self.specs[0][1][0]))
+        kc.im2col(col, x, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+        y = self.buf("y", (rows, self.n_out))
+        np.matmul(col, self.p["w"], out=y)
+        ka.apply_act(y, self.p["b"], self._act)
+        self.col, self.y = col, y
+        return y.reshape(B, self.oh, self.ow, self.n_out)
+
+    def backward(self, dy):
+        dy2 = dy.reshape(self.y.shape)
+        dz = self.buf("dz", dy2.shape)
+        ka.act_backward_bias(dz, self.g["b"], dy2, self.y, self._act)
+        np.matmul(self.col.T, dz, out=self.g["w"])
+        if not self.need_dx:
+            return None
+        dcol = self.buf("dcol", self.col.shape)
+        np.matmul(dz, self.p["w"].T, out=dcol)
+        dx = self.buf("dx", self.x_shape)
+        kc.col2im(dx, dcol, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+        return dx
+
+
+class MaxPool2d(Layer):
+    """NHWC max pooling, kernel k, stride s (default k); floor mode like Torch/BigDL."""
+
+    def __init__(self, kernel: int, stride: int | None = None) -> None:
+        super().__init__()
+        self.k = int(kernel)
+        self.stride = int(stride or kernel)
+
+    def build(self, in_shape):
+        H, W, C = in_shape
+        self.out_shape = ((H - self.k) // self.stride + 1, (W - self.k) // self.stride + 1, C)
+        return self.out_shape
+
+    def forward(self, x):
+        shape = (x.shape[0],) + self.out_shape
+        y = self.buf("y", shape)
+        self.arg = self.buf("arg", shape, np.int32)
+        kp.maxpool_forward(y, self.arg, x, self.k, self.stride)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, dy):
+        dx = self.buf("dx", self.x_shape)
+        kp.maxpool_backward(dx, dy, self.arg)
+        return dx
+
+
+class Activation(Layer):
+    """Elementwise tanh / relu / sigmoid."""
+
+    def __init__(self, act: str) -> None:
+        super().__init__()
+        self.act = act
+        self._act = ACTS[act]
+
+    def forward(self, x):
+        y = self.buf("y", x.shape)
+        np.copyto(y, x)
+        ka.apply_act(y.reshape(-1, 1), None, self._act)
+        self.y = y
+        return y
+
+    def backward(self, dy):
+        dx = self.buf("dx", dy.shape)
+        ka.act_backward(dx.reshape(-1), dy.reshape(-1), self.y.reshape(-1), self._act)
+        return dx
+
+
+class Flatten(Layer):
+    def build(self, in_shape):
+        self.in_shape = in_shape
+        return (int(np.prod(in_shape)),)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape((dy.shape[0],) + self.in_shape)
+
+
+class Reshape(Layer):
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def build(self, in_shape):
+        self.in_shape = in_shape
+        return self.shape
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, dy):
+        return dy.reshape((dy.shape[0],) + self.in_shape)

@@ -1,0 +1,80 @@
+"""Every layer and loss against float64 central differences (relative error <= 1e-6)."""
+import numpy as np
+import pytest
+
+from nets.gradcheck import check_layer, check_loss
+from nets.layers import Activation, Conv2d, Flatten, Linear, MaxPool2d
+from nets.losses import MSELoss, NLLLoss
+
+TOL = 1e-6
+
+LAYERS = [
+    pytest.param(lambda: Linear(5), (7,), 3, id="linear"),
+    pytest.param(lambda: Linear(4, act="tanh"), (6,), 2, id="linear-tanh"),
+    pytest.param(lambda: Linear(4, act="relu"), (6,), 3, id="linear-relu"),
+    pytest.param(lambda: Linear(5, act="sigmoid"), (3,), 2, id="linear-sigmoid"),
+    pytest.param(lambda: Linear(3), (4,), 1, id="linear-batch1"),
+    pytest.param(lambda: Conv2d(3, 3), (6, 7, 2), 2, id="conv-3x3-odd"),
+    pytest.param(lambda: Conv2d(4, 5, act="tanh"), (9, 9, 1), 2, id="conv-5x5-tanh"),
+    pytest.param(lambda: Conv2d(2, 3, stride=2), (7, 8, 3), 2, id="conv-stride2"),
+    pytest.param(lambda: Conv2d(2, 3, stride=2, pad=1), (7, 5, 2), 2, id="conv-stride2-pad1"),
+    pytest.param(lambda: Conv2d(3, 2, act="relu"), (5, 5, 2), 1, id="conv-relu-batch1"),
+    pytest.param(lambda: MaxPool2d(2), (6, 6, 3), 2, id="maxpool-2"),
+    pytest.param(lambda: MaxPool2d(3, 2), (7, 9, 2), 2, id="maxpool-3-stride2-odd"),
+    pytest.param(lambda: MaxPool2d(2), (5, 5, 1), 1, id="maxpool-odd-batch1"),
+    pytest.param(lambda: Activation("tanh"), (4, 3), 2, id="tanh"),
+    pytest.param(lambda: Activation("relu"), (5,), 3, id="relu"),
+    pytest.param(lambda: Activation("sigmoid"), (5,), 2, id="sigmoid"),
+    pytest.param(lambda: Flatten(), (2, 3, 2), 2, id="flatten"),
+]
+
+
+@pytest.mark.parametrize("make, in_shape, batch", LAYERS)
+def test_layer_gradients(make, in_shape, batch):
+    errors = check_layer(make(), in_shape, batch)
+    assert max(errors.values()) <= TOL, errors
+
+
+@pytest.mark.parametrize("batch, classes", [(1, 3), (4, 10), (3, 2)])
+def test_logsoftmax_nll_gradient(batch, classes):
+    rng = np.random.default_rng(batch)
+    logits = rng.standard_normal((batch, classes)) * 3
+    labels = rng.integers(0, classes, batch)
+    assert check_loss(NLLLoss(), logits, labels) <= TOL
+
+
+def test_logsoftmax_nll_value_matches_numpy():
+    rng = np.random.default_rng(1)
+    logits, labels = rng.standard_normal((5, 7)), rng.integers(0, 7, 5)
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert NLLLoss().forward(logits, labels) == pytest.approx(-logp[np.arange(5), labels].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("batch, dim", [(1, 1), (3, 7)])
+def test_mse_gradient(batch, dim):
+    rng = np.random.default_rng(dim)
+    pred, target = rng.random((batch, dim)), rng.random((batch, dim))
+    assert check_loss(MSELoss(), pred, target) <= TOL
+    assert MSELoss().forward(pred, target) == pytest.approx(((pred - target) ** 2).mean(), rel=1e-12)
+
+
+def test_check_detects_a_wrong_gradient():
+    """The checker itself must fail on a broken backward pass."""
+    layer = Linear(3)
+    original = layer.backward
+
+    def broken(dy):
+        dx = original(dy)
+        layer.g["w"][0, 0] += 0.1
+        return dx
+
+    layer.backward = broken
+    assert check_layer(layer, (4,), 2)["w"] > 1e-3
+
+
+def test_float32_forward_matches_float64():
+    rng = np.random.default_rng(0)
+    from nets.models import lenet5
+    m32, m64 = lenet5(seed=3), lenet5(seed=3, dtype=np.float64)
+    x = rng.standard_normal((4, 28, 28, 1))
+    np.testing.assert_allclose(m32.forward(x.astype(np.float32)), m64.forward(x), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,125 @@
+"""Training loop, optimizers, determinism, save/load and the `python -m nets` command."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nets
+from nets.optim import SGD, Adagrad, Adam, make_optimizer
+
+
+def test_lenet_learns_on_the_shipped_sample():
+    res = nets.train("lenet", {"epochs": 1})
+    assert res.history[-1]["val_top1"] > 75.0
+    assert res.history[-1]["loss"] < 1.5
+
+
+def test_autoencoder_learns():
+    res = nets.train("autoencoder", {"epochs": 2})
+    h = res.history
+    assert h[1]["val_loss"] < h[0]["val_loss"] < 0.1
+
+
+def test_same_seed_bit_identical_weights():
+    a = nets.train("lenet", {"epochs": 1, "batch_size": 64}, seed=5).model.params
+    b = nets.train("lenet", {"epochs": 1, "batch_size": 64}, seed=5).model.params
+    c = nets.train("lenet", {"epochs": 1, "batch_size": 64}, seed=6).model.params
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+
+
+def test_on_epoch_end_stops_training():
+    seen = []
+    res = nets.train("autoencoder", {"epochs": 5}, on_epoch_end=lambda e, m: seen.append(e) or e == 2)
+    assert seen == [1, 2] and res.stopped and len(res.history) == 2
+
+
+def test_non_finite_loss_raises_diverged():
+    with pytest.raises(nets.DivergedError):
+        nets.train("lenet", {"epochs": 1, "lr": 1e30})
+
+
+@pytest.mark.parametrize("params", [{"lr": -1.0}, {"batch_size": 0}, {"optimizer": "rmsprop"},
+                                    {"momentum": 1.5}, {"nosuch": 1}])
+def test_bad_params_raise_config_error(params):
+    with pytest.raises(nets.ConfigError):
+        nets.train("autoencoder", {"epochs": 1, **params})
+
+
+def test_save_load_roundtrip_predicts_identically(tmp_path):
+    res = nets.train("lenet", {"epochs": 1, "hidden": 20})
+    path = nets.save(res.model, tmp_path / "m.npz")
+    model = nets.load(path)
+    x = nets.get_recipe("lenet").load_data(None).val.inputs()[:50]
+    np.testing.assert_array_equal(model.predict(x), res.model.predict(x))
+    assert model.layers[-2].n_out == 20
+
+
+def test_load_rejects_a_non_model_file(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(nets.DataError, match="x.npz"):
+        nets.load(bad)
+
+
+def _reference_sgd(p, g, steps, lr, mom, wd, lrd):
+    p, buf = p.copy(), None
+    for t in range(steps):
+        d = g + wd * p
+        if mom:
+            buf = d.copy() if buf is None else mom * buf + (1 - mom) * d
+            d = buf
+        p = p - lr / (1 + t * lrd) * d
+    return p
+
+
+def test_sgd_matches_bigdl_formula():
+    rng = np.random.default_rng(0)
+    p0, g = rng.standard_normal(50), rng.standard_normal(50)
+    opt, p = SGD(0.1, momentum=0.9, weight_decay=0.01, lr_decay=0.5), p0.copy()
+    for _ in range(4):
+        opt.step(p, g)
+    np.testing.assert_allclose(p, _reference_sgd(p0, g, 4, 0.1, 0.9, 0.01, 0.5), rtol=1e-12)
+
+
+def test_adagrad_and_adam_match_formulas():
+    rng = np.random.default_rng(1)
+    p0, g = rng.standard_normal(20), rng.standard_normal(20)
+    p, opt = p0.copy(), Adagrad(0.1, lr_decay=0.2)
+    acc, ref = np.zeros(20), p0.copy()
+    for t in range(3):
+        opt.step(p, g)
+        acc += g * g
+        ref -= 0.1 / (1 + t * 0.2) * g / (np.sqrt(acc) + 1e-10)
+    np.testing.assert_allclose(p, ref, rtol=1e-12)
+    p, opt = p0.copy(), Adam(0.01)
+    m, v, ref = np.zeros(20), np.zeros(20), p0.copy()
+    for t in range(1, 4):
+        opt.step(p, g)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        ref -= 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(p, ref, rtol=1e-12)
+    assert isinstance(make_optimizer("adam", 0.1), Adam)
+
+
+def _run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nets", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_json_reports_every_epoch():
+    r = _run_cli("train", "autoencoder", "--epochs", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [e["epoch"] for e in out["epochs"]] == [1, 2]
+    assert out["first_batch_s"] > 0 and out["total_seconds"] >= out["train_seconds"]
+    assert "val_loss" in out["epochs"][-1]
+
+
+def test_cli_bad_data_is_one_line_exit_2(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00")
+    r = _run_cli("train", "lenet", "--data", str(tmp_path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in r.stderr
