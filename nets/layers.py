@@ -119,10 +119,18 @@ class Conv2d(Layer):
         B = x.shape[0]
         self.x_shape = x.shape
         rows = B * self.oh * self.ow
-        col = self.buf("col", (rows, self.specs[0][1][0]))
-        kc.im2col(col, x, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+        K = self.specs[0][1][0]
         y = self.buf("y", (rows, self.n_out))
-        np.matmul(col, self.p["w"], out=y)
+        # one input channel: build the patch matrix transposed, so every copy is a run of OW values
+        self.transposed = x.shape[3] == 1 and self.pad == 0
+        if self.transposed:
+            col = self.buf("colt", (K, rows))
+            kc.im2col_t(col, x, self.k, self.k, self.stride, self.oh, self.ow)
+            np.matmul(col.T, self.p["w"], out=y)
+        else:
+            col = self.buf("col", (rows, K))
+            kc.im2col(col, x, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+            np.matmul(col, self.p["w"], out=y)
         ka.apply_act(y, self.p["b"], self._act)
         self.col, self.y = col, y
         return y.reshape(B, self.oh, self.ow, self.n_out)
@@ -131,13 +139,19 @@ class Conv2d(Layer):
         dy2 = dy.reshape(self.y.shape)
         dz = self.buf("dz", dy2.shape)
         ka.act_backward_bias(dz, self.g["b"], dy2, self.y, self._act)
-        np.matmul(self.col.T, dz, out=self.g["w"])
+        colt = self.col if self.transposed else self.col.T
+        np.matmul(colt, dz, out=self.g["w"])
         if not self.need_dx:
             return None
-        dcol = self.buf("dcol", self.col.shape)
-        np.matmul(dz, self.p["w"].T, out=dcol)
         dx = self.buf("dx", self.x_shape)
-        kc.col2im(dx, dcol, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+        if self.transposed:
+            dcolt = self.buf("dcolt", self.col.shape)
+            np.matmul(self.p["w"], dz.T, out=dcolt)
+            kc.col2im_t(dx, dcolt, self.k, self.k, self.stride, self.oh, self.ow)
+        else:
+            dcol = self.buf("dcol", self.col.shape)
+            np.matmul(dz, self.p["w"].T, out=dcol)
+            kc.col2im(dx, dcol, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
         return dx
 
 

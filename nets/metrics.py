@@ -13,7 +13,7 @@ def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int((top == labels[:, None]).any(axis=1).sum())
 
 
-def evaluate(model, loss: Loss, split: Split, batch_size: int = 1000) -> dict:
+def evaluate(model, loss: Loss, split: Split, batch_size: int = 250) -> dict:
     n, total, c1, c5 = len(split), 0.0, 0, 0
     for i in range(0, n, batch_size):
         idx = np.arange(i, min(i + batch_size, n), dtype=np.int64)

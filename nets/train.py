@@ -25,7 +25,7 @@ class TrainConfig:
     epochs: int = 2          # passes over the training split
     batch_size: int = 12     # samples per step
     seed: int = 0            # data order; the model's init seed is the model's own
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250     # evaluation batch (bounded buffers: memory stays small)
 
 
 @dataclass

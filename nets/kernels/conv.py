@@ -51,8 +51,57 @@ def _im2col_nopad(col, x, kh, kw, stride, oh, ow):
 
 
 @njit(cache=True)
+def _col2im_nopad(dx, dcol, kh, kw, stride, oh, ow):
+    B, H, W, C = dx.shape
+    L = kw * C
+    dx[:] = 0
+    for b in range(B):
+        for i in range(oh):
+            for di in range(kh):
+                xr = dx[b, i * stride + di].reshape(-1)   # (W*C,)
+                for j in range(ow):
+                    r = (b * oh + i) * ow + j
+                    s = j * stride * C
+                    for t in range(L):
+                        xr[s + t] += dcol[r, di * L + t]
+
+
+@njit(cache=True)
+def im2col_t(colt, x, kh, kw, stride, oh, ow):
+    # single-channel, no padding, transposed: colt (KH*KW, B*OH*OW), row k = (di, dj) holds
+    # x[b, i*stride+di, j*stride+dj] for all outputs, so each copy is a run of OW values
+    B, H, W, _ = x.shape
+    for di in range(kh):
+        for dj in range(kw):
+            k = di * kw + dj
+            for b in range(B):
+                for i in range(oh):
+                    base = (b * oh + i) * ow
+                    for j in range(ow):
+                        colt[k, base + j] = x[b, i * stride + di, j * stride + dj, 0]
+
+
+@njit(cache=True)
+def col2im_t(dx, dcolt, kh, kw, stride, oh, ow):
+    # dx: (B, H, W, 1) overwritten, from dcolt: (KH*KW, B*OH*OW)
+    B, H, W, _ = dx.shape
+    dx[:] = 0
+    for di in range(kh):
+        for dj in range(kw):
+            k = di * kw + dj
+            for b in range(B):
+                for i in range(oh):
+                    base = (b * oh + i) * ow
+                    for j in range(ow):
+                        dx[b, i * stride + di, j * stride + dj, 0] += dcolt[k, base + j]
+
+
+@njit(cache=True)
 def col2im(dx, dcol, kh, kw, stride, pad, oh, ow):
     # dx: (B, H, W, C) accumulated from dcol: (B*OH*OW, KH*KW*C); dx is overwritten
+    if pad == 0:
+        _col2im_nopad(dx, dcol, kh, kw, stride, oh, ow)
+        return
     B, H, W, C = dx.shape
     dx[:] = 0
     for b in range(B):
