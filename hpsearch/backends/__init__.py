@@ -1,0 +1,40 @@
+"""Backends: name -> factory registry. Factories are imported only when used.
+
+A factory is called as ``factory(parallelism=N, data=obj, master=url_or_None, study_name=str)``
+and returns a :class:`Backend`. The Spark backend lives in ``hpsearch/backends/spark.py``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hpsearch.backends._base import Backend
+from hpsearch.errors import BackendError
+
+BACKENDS: dict[str, str] = {
+    "local": "hpsearch.backends.local:LocalBackend",
+    "spark": "hpsearch.backends.spark:SparkBackend",
+}
+
+_EXTRAS = {"spark": "hpsearch[spark]"}
+
+
+def make_backend(name: str, *, parallelism: int, data: Any = None, master: str | None = None,
+                 study_name: str = "hpsearch") -> Backend:
+    """A backend by registry name; BackendError when it is unknown or cannot be loaded."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}'", "valid: " + ", ".join(BACKENDS))
+    module_name, _, attr = BACKENDS[name].partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        if exc.name == module_name:
+            raise BackendError(f"the {name} backend is not installed yet in this version of hpsearch",
+                               "use --backend local") from None
+        extra = _EXTRAS.get(name, exc.name or "the missing package")
+        raise BackendError(f"the {name} backend needs {exc.name}: {exc}",
+                           f"pip install '{extra}'") from None
+    return factory(parallelism=parallelism, data=data, master=master, study_name=study_name)
+
+
+__all__ = ["BACKENDS", "Backend", "make_backend"]

@@ -1,0 +1,353 @@
+"""The ``hpsearch`` command: run, validate, show and best.
+
+Every user error (bad YAML, bad option, missing data, unknown backend) prints one line,
+``Error: <file>: <key.path>: <what is wrong>; <hint>``, on stderr and exits with code 2.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hpsearch.errors import HpsearchError
+from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
+from hpsearch.study import Observer, Progress, SweepSummary, TrialSummary
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(exc: HpsearchError) -> None:
+    click.echo(f"Error: {exc.line()}", err=True)
+    raise click.exceptions.Exit(exc.exit_code)
+
+
+def _handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an HpsearchError into its one ``Error:`` line and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HpsearchError as exc:
+            _fail(exc)
+    return wrapper
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="hpsearch")
+def cli() -> None:
+    """Hyperparameter search for small deep-learning models.
+
+    \b
+    Examples:
+      hpsearch validate studies/*.yaml
+      hpsearch run studies/lenet.yaml
+      hpsearch show studies/lenet.yaml
+      hpsearch best studies/lenet.yaml --json
+    """
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _fmt_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt_value(v) if isinstance(v, float) else v}" for k, v in params.items())
+
+
+# --------------------------------------------------------------------------- progress views
+
+def _status_line(p: Progress) -> str:
+    target = f"/{p.target}" if p.target is not None else ""
+    best = (f"best {p.metric} {_fmt_value(p.best_value)} (trial {p.best_number})"
+            if p.best_value is not None else "best -")
+    return (f"{p.done}{target} done, {p.running} running, {p.pruned} pruned, {p.failed} failed | "
+            f"{best}")
+
+
+class PlainLog(Observer):
+    """One line per finished trial, for logs and pipes."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def note(self, text: str) -> None:
+        click.echo(text)
+
+    def finished(self, result: TrialResult, progress: Progress) -> None:
+        what = {COMPLETE: "complete", PRUNED: "pruned", FAILED: "FAILED"}[result.state]
+        reason = f" ({result.reason})" if result.state == FAILED and result.reason else ""
+        eta = f", ETA {_fmt_seconds(progress.eta_s)}" if progress.eta_s is not None else ""
+        click.echo(f"trial {result.number} {what}{reason}: {progress.metric}="
+                   f"{_fmt_value(result.value)} after {result.epochs} epoch(s), {result.seconds:.1f}s | "
+                   f"{_status_line(progress)} | elapsed {_fmt_seconds(time.monotonic() - self.t0)}{eta}",
+                   color=False)
+
+
+class LiveView(Observer):
+    """A rich live panel on a terminal; finished trials scroll above it."""
+
+    def __init__(self, title: str) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        self.console = Console(stderr=False)
+        self.title = title
+        self.progress: Progress | None = None
+        self.t0 = time.monotonic()
+        self.live = Live(console=self.console, refresh_per_second=4, transient=True,
+                         get_renderable=self._render)
+
+    def __enter__(self) -> LiveView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.__exit__(*exc)
+
+    def _render(self) -> Any:
+        from rich.text import Text
+        p = self.progress
+        elapsed = time.monotonic() - self.t0
+        if p is None:
+            return Text(f"{self.title}: starting workers... {_fmt_seconds(elapsed)}")
+        eta = p.eta_s
+        if eta is not None:
+            eta = max(0.0, eta - (elapsed - p.elapsed_s))
+        return Text.assemble((f"{self.title} ", "bold"), _status_line(p),
+                             f" | elapsed {_fmt_seconds(elapsed)} | ETA {_fmt_seconds(eta)}")
+
+    def note(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def started(self, task: TrialTask, progress: Progress) -> None:
+        self.progress = progress
+
+    def finished(self, result: TrialResult, progress: Progress) -> None:
+        self.progress = progress
+        style = {COMPLETE: "green", PRUNED: "yellow", FAILED: "red"}[result.state]
+        reason = f" ({result.reason})" if result.state == FAILED and result.reason else ""
+        self.console.print(f"[{style}]trial {result.number} {result.state}[/]{reason}: "
+                           f"{progress.metric}={_fmt_value(result.value)}, {result.epochs} epoch(s), "
+                           f"{result.seconds:.1f}s", highlight=False)
+
+
+# --------------------------------------------------------------------------- tables
+
+def _console() -> Any:
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _trials_table(title: str, trials: list[TrialSummary], metric: str) -> Any:
+    from rich.table import Table
+    table = Table(title=title, title_justify="left")
+    for col in ("trial", "state", metric or "value", "epochs", "seconds", "params"):
+        table.add_column(col, overflow="fold")
+    for t in trials:
+        table.add_row(str(t.number), t.state, _fmt_value(t.value), str(t.epochs),
+                      "-" if t.seconds is None else f"{t.seconds:.1f}",
+                      _fmt_params(t.params) + (f"  [{t.reason}]" if t.reason else ""))
+    return table
+
+
+def _print_summary(summary: SweepSummary) -> None:
+    console = _console()
+    c = summary.counts
+    if not summary.budget_met:
+        click.echo(f"\n{summary.study}: {summary.added} trial(s) in {_fmt_seconds(summary.seconds)} "
+                   f"({c[COMPLETE]} complete, {c[PRUNED]} pruned, {c[FAILED]} failed)")
+    if summary.top:
+        console.print(_trials_table(f"top {len(summary.top)} trials by {summary.metric} "
+                                    f"({summary.direction})", list(summary.top), summary.metric))
+    click.echo(f"Optuna storage: {summary.storage}")
+    if summary.tracking_uri:
+        from hpsearch.tracking import ui_command
+        click.echo(f"MLflow: {ui_command(summary.tracking_uri)}")
+
+
+# --------------------------------------------------------------------------- commands
+
+def _overrides(sets: tuple[str, ...], file: str, options: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    from hpsearch.spec import parse_overrides
+    out = []
+    names = {"trials": ("budget.trials", "--trials"), "timeout": ("budget.timeout", "--timeout"),
+             "parallelism": ("execution.parallelism", "--parallelism"),
+             "backend": ("execution.backend", "--backend"), "master": ("execution.master", "--master"),
+             "storage": ("storage", "--storage"), "tracking_uri": ("tracking.uri", "--tracking-uri")}
+    for opt, value in options.items():
+        if value is not None:
+            key, flag = names[opt]
+            out.append((key, value, f"{flag} {value}"))
+    return parse_overrides(sets, file) + out
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--trials", type=int, help="Trials to reach in total (overrides budget.trials).")
+@click.option("--extend", type=int, help="Run N trials more than the study has, whatever the budget.")
+@click.option("--timeout", help="Stop starting trials after this long: 90s, 30m, 2h.")
+@click.option("--parallelism", type=int, help="Trials at once (one core each).")
+@click.option("--backend", type=click.Choice(["local", "spark"]), help="Where trials run.")
+@click.option("--master", help="Spark master URL (spark backend).")
+@click.option("--storage", help="Optuna storage URL (default: <study>.optuna.db beside the file).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")
+@_handles_errors
+def run(spec: str, trials: int | None, extend: int | None, timeout: str | None,
+        parallelism: int | None, backend: str | None, master: str | None, storage: str | None,
+        tracking_uri: str | None, sets: tuple[str, ...]) -> None:
+    """Run a study until its budget is met; resume it if it was stopped.
+
+    \b
+    Examples:
+      hpsearch run studies/lenet.yaml
+      hpsearch run studies/lenet.yaml --trials 6 --set fixed.epochs=2
+      hpsearch run studies/lenet.yaml --extend 10 --parallelism 4
+      hpsearch run studies/textcnn.yaml --set data.path=~/data/20news --timeout 2h
+      hpsearch run studies/lenet.yaml --tracking-uri http://mlflow:5000
+    """
+    from hpsearch.spec import load_spec
+    from hpsearch.study import run_study
+    options = {"trials": trials, "timeout": timeout, "parallelism": parallelism, "backend": backend,
+               "master": master, "storage": storage, "tracking_uri": tracking_uri}
+    study = load_spec(spec, _overrides(sets, spec, options))
+    _sigterm_as_interrupt()
+    try:
+        if sys.stdout.isatty():
+            with LiveView(study.name) as view:
+                summary = run_study(study, extend=extend, observer=view)
+        else:
+            summary = run_study(study, extend=extend, observer=PlainLog())
+    except KeyboardInterrupt:
+        click.echo("Interrupted: running trials were marked failed and re-queued; run the same "
+                   "command again to resume.", err=True)
+        raise click.exceptions.Exit(130) from None
+    _print_summary(summary)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting first.")
+def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Check study files without running anything (exit 2 if any is invalid).
+
+    A study whose net needs a data path (textcnn, rnn) is valid without one; `run` then asks for
+    it (--set data.path=DIR).
+
+    \b
+    Examples:
+      hpsearch validate studies/*.yaml
+      hpsearch validate studies/textcnn.yaml --set data.path=~/data/20news
+    """
+    from hpsearch.spec import load_spec, parse_overrides
+    bad = 0
+    for path in specs:
+        try:
+            spec = load_spec(path, parse_overrides(sets, path))
+        except HpsearchError as exc:
+            click.echo(f"Error: {exc.line()}", err=True)
+            bad += 1
+            continue
+        budget = spec.budget.trials if spec.budget.trials is not None else "-"
+        click.echo(f"ok {path}: net {spec.net}, {len(spec.space)} searched param(s), "
+                   f"{spec.sampler.name} sampler, {spec.pruner.name} pruner, {budget} trial(s), "
+                   f"objective {spec.objective.metric} ({spec.objective.direction})")
+        for p in spec.pending:
+            click.echo(f"  note: {p.key}: {p.problem}; {p.hint}")
+    if bad:
+        raise click.exceptions.Exit(2)
+
+
+def _load_for_reading(spec: str, storage: str | None, sets: tuple[str, ...] = ()) -> Any:
+    from hpsearch.spec import load_spec
+    overrides = _overrides(sets, spec, {"storage": storage})
+    return load_spec(spec, overrides)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
+@_handles_errors
+def show(spec: str, as_json: bool, storage: str | None) -> None:
+    """List a study's trials: number, state, params, value, epochs, seconds.
+
+    \b
+    Examples:
+      hpsearch show studies/lenet.yaml
+      hpsearch show studies/lenet.yaml --json | jq '.trials[] | select(.state == "COMPLETE")'
+    """
+    from hpsearch.study import trial_summaries
+    study = _load_for_reading(spec, storage)
+    trials = trial_summaries(study)
+    if as_json:
+        click.echo(json.dumps({"study": study.name, "metric": study.objective.metric,
+                               "direction": study.objective.direction,
+                               "trials": [_jsonable(t) for t in trials]}, indent=2))
+        return
+    _console().print(_trials_table(f"{study.name}: {len(trials)} trial(s)", trials,
+                                   study.objective.metric))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
+@_handles_errors
+def best(spec: str, as_json: bool, storage: str | None) -> None:
+    """Print the best completed trial of a study (its MLflow run holds the weights).
+
+    \b
+    Examples:
+      hpsearch best studies/lenet.yaml
+      hpsearch best studies/lenet.yaml --json
+    """
+    from hpsearch.study import best_trial
+    study = _load_for_reading(spec, storage)
+    t = best_trial(study)
+    if as_json:
+        click.echo(json.dumps(_jsonable(t), indent=2))
+        return
+    click.echo(f"best trial {t.number}: {study.objective.metric}={_fmt_value(t.value)} "
+               f"after {t.epochs} epoch(s)")
+    for k, v in t.params.items():
+        click.echo(f"  {k}: {v}")
+    if t.run_id:
+        click.echo(f"MLflow run: {t.run_id} (weights: runs:/{t.run_id}/model/model.npz)")
+
+
+def _jsonable(t: TrialSummary) -> dict[str, Any]:
+    value = t.value if t.value is None or math.isfinite(t.value) else None
+    return {"number": t.number, "state": t.state, "params": t.params, "value": value,
+            "epochs": t.epochs, "seconds": t.seconds, "reason": t.reason, "mlflow_run_id": t.run_id}
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hpsearch")
+
+
+if __name__ == "__main__":
+    main()

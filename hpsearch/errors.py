@@ -1,0 +1,65 @@
+"""Errors hpsearch shows to its users.
+
+This module MUST NOT import anything from hpsearch: every other module imports it.
+
+Every error is one line: ``<where>: <what is wrong>; <hint>``. The CLI prints it as
+``Error: <that line>`` on stderr and exits with :attr:`HpsearchError.exit_code` (2).
+"""
+from __future__ import annotations
+
+
+class HpsearchError(Exception):
+    """Root of every error hpsearch raises about the user's input or setup.
+
+    Args:
+        problem: what is wrong, one line, no trailing period.
+        hint: what to do about it, or ``None``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problem: str, hint: str | None = None) -> None:
+        self.problem = " ".join(str(problem).split())
+        self.hint = " ".join(str(hint).split()) if hint else None
+        super().__init__(self.line())
+
+    def where(self) -> str:
+        """The location prefix of the message ('' when the error has no location)."""
+        return ""
+
+    def line(self) -> str:
+        """The whole message on one line: ``<where>: <problem>; <hint>``."""
+        where = self.where()
+        text = f"{where}: {self.problem}" if where else self.problem
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+class SpecError(HpsearchError):
+    """A study file (or a ``--set`` override, or a Python-built spec) is invalid.
+
+    Args:
+        file: the study file as the user named it (or ``"<dict>"`` for a spec built in Python).
+        key: the dotted key path, e.g. ``search_space.lr.low``; ``""`` for the whole document.
+        problem: what is wrong with the value, e.g. ``must be > 0 when log: true; got 0.0``.
+        hint: what to do about it.
+        line: the 1-based line in the file, when known.
+    """
+
+    def __init__(self, file: str, key: str, problem: str, hint: str | None = None,
+                 *, line: int | None = None) -> None:
+        self.file = str(file)
+        self.key = key
+        self.lineno = line
+        super().__init__(problem, hint)
+
+    def where(self) -> str:
+        file = f"{self.file}:{self.lineno}" if self.lineno else self.file
+        return f"{file}: {self.key}" if self.key else file
+
+
+class BackendError(HpsearchError):
+    """A backend cannot be used (not installed, bad master URL, no workers)."""
+
+
+class StorageError(HpsearchError):
+    """The Optuna storage cannot be opened, or holds no study of that name."""

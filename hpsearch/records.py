@@ -1,0 +1,87 @@
+"""The plain, picklable records that cross process boundaries (local workers, Spark tasks).
+
+A :class:`TrialTask` goes from the driver to a worker; a :class:`TrialResult` comes back. Both
+hold only builtins (str, int, float, dict, tuple, bytes), so they pickle anywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+COMPLETE = "complete"
+PRUNED = "pruned"
+FAILED = "failed"
+STATES = (COMPLETE, PRUNED, FAILED)
+
+
+@dataclass(frozen=True)
+class PruningChannel:
+    """Where a worker reports epochs and asks whether to prune: the driver's gRPC storage proxy."""
+
+    host: str
+    port: int
+    study_name: str
+    pruner: str
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial to train.
+
+    Attributes:
+        number: the Optuna trial number (shown to users); ``trial_id`` is the storage's key.
+        net: a built-in recipe name or ``package.module:attr``.
+        params: searched hyperparameters; ``fixed``: the study's fixed ones.
+        metric: the objective metric; ``direction``: ``minimize``/``maximize``.
+        channel: the pruning channel, or ``None`` when the study does not prune.
+    """
+
+    trial_id: int
+    number: int
+    net: str
+    params: dict[str, Any]
+    fixed: dict[str, Any]
+    metric: str
+    direction: str
+    seed: int
+    epochs: int | None = None
+    data_path: str | None = None
+    data_limit: int | None = None
+    channel: PruningChannel | None = None
+    attempt: int = 0
+
+    def train_params(self) -> dict[str, Any]:
+        """The hyperparameters handed to nets: fixed ones overridden by the searched ones."""
+        return {**self.fixed, **self.params}
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What came of a trial. Exceptions in the net come back here as values, never raised.
+
+    Attributes:
+        state: ``complete``, ``pruned`` or ``failed``.
+        value: the objective at the last epoch (``None`` when failed before any epoch).
+        history: one dict per epoch (``epoch``, ``loss``, ``val_...``, ``samples_per_s``, ``seconds``).
+        reason: why it failed or was pruned, one line; ``traceback``: the formatted traceback.
+        lost: ``True`` when the worker itself died (the trial may be retried), not the config.
+        weights: the trained model as a ``nets.save`` file (bytes) for completed trials.
+    """
+
+    trial_id: int
+    number: int
+    state: str
+    value: float | None = None
+    history: tuple[dict[str, float], ...] = ()
+    reason: str | None = None
+    traceback: str | None = None
+    seconds: float = 0.0
+    started: float = 0.0
+    worker: str = ""
+    lost: bool = False
+    weights: bytes | None = field(default=None, repr=False)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)

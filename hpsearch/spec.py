@@ -1,0 +1,844 @@
+"""Study files: YAML text -> a validated, frozen :class:`StudySpec`.
+
+All validation of user input happens here, once, before anything is created. Every problem
+raises :class:`~hpsearch.errors.SpecError` naming the file, the line when known, the key path
+and what to do, e.g.::
+
+    studies/lenet.yaml:9: search_space.lr.low: must be > 0 when log: true; got 0.0; ...
+
+A study file (see ``studies/lenet.yaml``)::
+
+    net: lenet                      # a nets recipe, or package.module:attr
+    data: {path: null, limit: 2000} # null: the MNIST sample shipped with nets
+    fixed: {epochs: 4}              # hyperparameters that are not searched
+    search_space:
+      lr: {type: float, low: 0.001, high: 0.3, log: true}
+      batch_size: {choices: [8, 16, 32]}
+    objective: {metric: val_loss}   # direction defaults to the net's
+    sampler: {name: tpe}
+    pruner: {name: hyperband}
+    budget: {trials: 12, timeout: 30m}
+    execution: {backend: local, parallelism: 2}
+
+Relative data paths in the file are relative to the file; given with ``--set`` they are
+relative to the working directory.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from hpsearch.errors import SpecError
+from hpsearch.samplers import PRUNERS, SAMPLERS, grid_values
+from hpsearch.space import ParamSpec
+
+BUILTIN_NETS = ("lenet", "autoencoder", "textcnn", "rnn")
+NEEDS_DATA_PATH = frozenset({"textcnn", "rnn"})
+BACKENDS = ("local", "spark")
+DIRECTIONS = ("minimize", "maximize")
+
+TOP_KEYS = ("name", "description", "net", "data", "fixed", "search_space", "objective", "sampler",
+            "pruner", "budget", "execution", "storage", "tracking", "seed")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_NET_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+# --------------------------------------------------------------------------- the frozen spec
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the training data comes from. ``path=None``: the net's bundled sample."""
+
+    path: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str = "tpe"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    name: str = "none"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Trials that reach a verdict (complete, pruned or failed), and/or wall seconds."""
+
+    trials: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    backend: str = "local"
+    parallelism: int = 1
+    master: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """MLflow settings; ``uri=None`` uses ``MLFLOW_TRACKING_URI`` or MLflow's default."""
+
+    uri: str | None = None
+    experiment: str | None = None
+    log_weights: bool = True
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Something a study needs before it can run, though the file itself is valid."""
+
+    key: str
+    problem: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study. Build it with :func:`load_spec` or :func:`spec_from_dict`."""
+
+    file: str
+    name: str
+    net: str
+    data: DataSpec
+    fixed: dict[str, Any]
+    space: tuple[ParamSpec, ...]
+    objective: ObjectiveSpec
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    budget: BudgetSpec
+    execution: ExecutionSpec
+    storage: str
+    tracking: TrackingSpec
+    seed: int
+    epochs: int | None
+    text: str = ""
+    pending: tuple[Pending, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+    def check_runnable(self) -> None:
+        """Raise the first :class:`Pending` need as a SpecError (validate reports, run refuses)."""
+        for p in self.pending:
+            raise SpecError(self.file, p.key, p.problem, p.hint)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able description (for ``show --json`` and the MLflow parent run)."""
+        return {
+            "name": self.name, "net": self.net, "data_path": self.data.path,
+            "data_limit": self.data.limit, "fixed": dict(self.fixed),
+            "space": {p.name: p.describe() for p in self.space},
+            "metric": self.objective.metric, "direction": self.objective.direction,
+            "sampler": self.sampler.name, "sampler_options": dict(self.sampler.options),
+            "pruner": self.pruner.name, "pruner_options": dict(self.pruner.options),
+            "trials": self.budget.trials, "timeout_s": self.budget.timeout_s,
+            "backend": self.execution.backend, "parallelism": self.execution.parallelism,
+            "storage": self.storage, "seed": self.seed, "epochs": self.epochs,
+        }
+
+
+# --------------------------------------------------------------------------- entry points
+
+Override = tuple[str, Any, str]
+"""(dotted key, value, label shown in errors such as ``--set fixed.epochs=1``)."""
+
+
+def parse_overrides(items: Iterable[str], file: str) -> list[Override]:
+    """``KEY=VALUE`` strings (``--set``) -> overrides; values are parsed as YAML scalars."""
+    out: list[Override] = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise SpecError(file, "", f"--set {item!r} is not KEY=VALUE",
+                            "write e.g. --set fixed.epochs=2 or --set budget.trials=20")
+        try:
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key, value, f"--set {item}"))
+    return out
+
+
+def load_spec(path: str | Path, overrides: Sequence[Override] | Mapping[str, Any] = ()) -> StudySpec:
+    """Read, validate and freeze a study file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``(dotted.key, value, label)`` triples (see :func:`parse_overrides`) or a
+            ``{"dotted.key": value}`` mapping, applied before validation.
+
+    Raises:
+        SpecError: the file or an override is invalid; nothing has been created.
+    """
+    file = str(path)
+    text = _read_text(Path(path), file)
+    data, lines = _parse_yaml(text, file)
+    return _build(data, file, Path(path).resolve().parent, lines, _as_overrides(overrides), text)
+
+
+def spec_from_dict(data: Mapping[str, Any], *, name: str = "study", base_dir: str | Path = ".",
+                   overrides: Sequence[Override] | Mapping[str, Any] = ()) -> StudySpec:
+    """Validate a study given as a Python mapping (same keys as the YAML file)."""
+    raw = dict(data)
+    raw.setdefault("name", name)
+    text = yaml.safe_dump(_plain(raw), sort_keys=False)
+    return _build(raw, "<dict>", Path(base_dir).resolve(), {}, _as_overrides(overrides), text)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"``; ValueError else."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif text and _DURATION_RE.sub("", text) == "" and text == "".join(
+                m.group(0) for m in _DURATION_RE.finditer(text)):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_RE.findall(text))
+        else:
+            raise ValueError("not a duration")
+    else:
+        raise ValueError("not a duration")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be > 0")
+    return seconds
+
+
+# --------------------------------------------------------------------------- YAML reading
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2), not as a string."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _read_text(path: Path, file: str) -> str:
+    if not path.exists():
+        raise SpecError(file, "", "file not found", "check the path of the study file")
+    if path.is_dir():
+        raise SpecError(file, "", "is a directory, expected a study YAML file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(file, "", f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(file, "", f"is not UTF-8 text (byte offset {exc.start})",
+                        "a study file is YAML text") from None
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
+    """The document and a map key-path -> line; broken YAML raises SpecError with its line."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        lines = _key_lines(node, (), {}, file)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        raise SpecError(file, f"line {line}" if line else "", f"broken YAML: {what}",
+                        "check indentation, colons and quotes on that line") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(file, "", f"broken YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise SpecError(file, "", "broken YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _key_lines(node: Any, path: tuple, lines: dict[tuple, int], file: str) -> dict[tuple, int]:
+    """Record the line of every key; a key given twice in one mapping is an error."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in seen:
+                raise SpecError(file, _dotted(path + (key,)),
+                                f"given twice (lines {seen[key]} and {line})",
+                                "remove one of them", line=line)
+            seen[key] = line
+            lines[path + (key,)] = line
+            _key_lines(value_node, path + (key,), lines, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _key_lines(item, path + (i,), lines, file)
+    return lines
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and other sequences -> lists, so a Python-built spec dumps as YAML."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+# --------------------------------------------------------------------------- overrides
+
+def _as_overrides(overrides: Sequence[Override] | Mapping[str, Any]) -> list[Override]:
+    if isinstance(overrides, Mapping):
+        return [(k, v, f"{k}={v!r}") for k, v in overrides.items()]
+    return list(overrides)
+
+
+def _apply_overrides(data: Any, overrides: list[Override], ck: _Checker) -> Any:
+    if not overrides:
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return data  # the root check reports it
+    for key, value, label in overrides:
+        parts = key.split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                ck.fail(parts[: i + 1], f"is not a mapping, so {label} cannot set {key}",
+                        "set the whole value instead, e.g. --set sampler=random")
+            node = child
+        node[parts[-1]] = value
+        ck.overridden[tuple(parts)] = label
+    return data
+
+
+# --------------------------------------------------------------------------- checks
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Checker:
+    """Typed accessors that raise SpecError with the file, line and key path."""
+
+    def __init__(self, file: str, lines: dict[tuple, int]) -> None:
+        self.file = file
+        self.lines = lines
+        self.overridden: dict[tuple, str] = {}
+
+    def fail(self, path: Sequence[Any], problem: str, hint: str | None = None) -> NoReturn:
+        path = tuple(path)
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.overridden:
+                problem += f" (from {self.overridden[path[:n]]})"
+                raise SpecError(self.file, _dotted(path), problem, hint)
+        line = next((self.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.lines),
+                    None)
+        raise SpecError(self.file, _dotted(path) or "(top level)", problem, hint, line=line)
+
+    def mapping(self, value: Any, path: Sequence[Any], allowed: Iterable[str],
+                required: Iterable[str] = (), example: str = "") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(path, f"must be a mapping; got {_kind(value)} {_show(value)}",
+                      example or "see studies/lenet.yaml for the layout")
+        allowed = list(allowed)
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(path, f"keys must be strings; got {_kind(key)} {_show(key)}",
+                          "quote the key")
+            if key not in allowed:
+                self.unknown(path, key, allowed)
+        for key in required:
+            if key not in value:
+                self.fail(tuple(path) + (key,), "is required but missing",
+                          example or f"add {key}: to {_dotted(path) or 'the file'}")
+        return value
+
+    def unknown(self, path: Sequence[Any], key: str, allowed: Sequence[str], what: str = "key") -> NoReturn:
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else ""
+        listing = ", ".join(allowed) if len(allowed) <= 14 else ", ".join(allowed[:14]) + ", ..."
+        hint = f"{hint} Valid {what}s: {listing}" if allowed else (hint or None)
+        self.fail(tuple(path) + (key,), f"unknown {what} '{key}'", hint.strip() if hint else None)
+
+    def integer(self, value: Any, path: Sequence[Any], minimum: int | None = None) -> int:
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"must be an integer; got {_kind(value)} {_show(value)}")
+        if minimum is not None and value < minimum:
+            self.fail(path, f"must be >= {minimum}; got {value}")
+        return value
+
+    def number(self, value: Any, path: Sequence[Any]) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(path, f"must be a number; got {_kind(value)} {_show(value)}",
+                      "write numbers without quotes, e.g. 0.001 or 1e-3")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(path, f"must be finite; got {value}")
+        return value
+
+    def boolean(self, value: Any, path: Sequence[Any]) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, f"must be true or false; got {_kind(value)} {_show(value)}")
+        return value
+
+    def string(self, value: Any, path: Sequence[Any], optional: bool = False) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, f"must be a non-empty string; got {_kind(value)} {_show(value)}")
+        return value.strip()
+
+    def choice(self, value: Any, path: Sequence[Any], options: Sequence[str], what: str) -> str:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a {what} name; got {_kind(value)} {_show(value)}",
+                      "valid: " + ", ".join(options))
+        if value not in options:
+            close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
+            hint = (f"did you mean '{close[0]}'? " if close else "") + "Valid: " + ", ".join(options)
+            self.fail(path, f"unknown {what} '{value}'", hint)
+        return value
+
+
+# --------------------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class _Net:
+    name: str
+    recipe: Any  # a nets.Recipe, or None when a built-in recipe is not available yet
+    pending: tuple[Pending, ...] = ()
+
+
+def _build(data: Any, file: str, base_dir: Path, lines: dict[tuple, int],
+           overrides: list[Override], text: str) -> StudySpec:
+    ck = _Checker(file, lines)
+    data = _apply_overrides(data, overrides, ck)
+    if data is None:
+        ck.fail((), "the study file is empty", "start from studies/lenet.yaml")
+    root = ck.mapping(data, (), TOP_KEYS, required=("net", "search_space", "objective", "budget"))
+    net = _net(ck, root["net"])
+    fixed = _fixed(ck, root.get("fixed"), net.recipe)
+    space = _space(ck, root["search_space"], net.recipe, fixed)
+    epochs = _epochs(net.recipe, fixed, space)
+    seed = ck.integer(root.get("seed", 0), ("seed",), minimum=0)
+    return StudySpec(
+        file=file, name=_name(ck, root.get("name"), file), net=net.name,
+        data=_data(ck, root.get("data"), net, base_dir),
+        fixed=fixed, space=space, objective=_objective(ck, root["objective"], net.recipe),
+        sampler=_sampler(ck, root.get("sampler"), space), pruner=_pruner(ck, root.get("pruner"), epochs),
+        budget=_budget(ck, root["budget"]), execution=_execution(ck, root.get("execution")),
+        storage=_storage(ck, root.get("storage"), file, base_dir, root.get("name")),
+        tracking=_tracking(ck, root.get("tracking")), seed=seed, epochs=epochs, text=text,
+        pending=net.pending + _data_pending(ck, root.get("data"), net),
+        overrides=tuple(label for _, _, label in overrides),
+    )
+
+
+def _name(ck: _Checker, value: Any, file: str) -> str:
+    if value is None:
+        value = Path(file).stem if file != "<dict>" else "study"
+        if value.endswith(".optuna"):
+            value = value[: -len(".optuna")]
+    name = ck.string(value, ("name",))
+    if not _NAME_RE.match(name):
+        ck.fail(("name",), f"must be letters, digits, '_', '.' or '-'; got {_show(name)}",
+                "the name names the Optuna study and the MLflow experiment")
+    return name
+
+
+def _net(ck: _Checker, value: Any) -> _Net:
+    from hpsearch.objective import available_recipes, resolve_recipe
+    name = ck.string(value, ("net",))
+    if ":" in name:
+        if not _NET_REF_RE.match(name):
+            ck.fail(("net",), f"{_show(name)} is not package.module:attr",
+                    "name a nets.Recipe (or a zero-argument function returning one)")
+        try:
+            return _Net(name, resolve_recipe(name))
+        except Exception as exc:  # noqa: BLE001 - a user's module may raise anything
+            ck.fail(("net",), f"cannot load {name}: {' '.join(str(exc).split()) or type(exc).__name__}",
+                    "check that the module is importable (PYTHONPATH) and the attribute is a nets.Recipe")
+    if name not in BUILTIN_NETS:
+        close = difflib.get_close_matches(name, BUILTIN_NETS, n=1, cutoff=0.5)
+        ck.fail(("net",), f"unknown net '{name}'",
+                (f"did you mean '{close[0]}'? " if close else "") + "Valid: " + ", ".join(BUILTIN_NETS)
+                + ", or package.module:attr for your own nets.Recipe")
+    recipes = available_recipes()
+    if name in recipes:
+        return _Net(name, recipes[name])
+    pending = Pending("net", f"'{name}' is not available yet in the installed nets library",
+                      "update nets; its parameter names and metric were not checked")
+    return _Net(name, None, (pending,))
+
+
+def _data(ck: _Checker, value: Any, net: _Net, base_dir: Path) -> DataSpec:
+    if value is None:
+        return DataSpec()
+    d = ck.mapping(value, ("data",), ("path", "limit"), example="write data: {path: DIR, limit: 2000}")
+    limit = None if d.get("limit") is None else ck.integer(d["limit"], ("data", "limit"), minimum=1)
+    path = ck.string(d.get("path"), ("data", "path"), optional=True)
+    if path is None:
+        return DataSpec(None, limit)
+    expanded = Path(path).expanduser()
+    from_cli = ("data", "path") in ck.overridden or ("data",) in ck.overridden
+    full = expanded if expanded.is_absolute() else (Path.cwd() if from_cli else base_dir) / expanded
+    if not full.exists():
+        ck.fail(("data", "path"), f"{full} does not exist",
+                "fix the path (relative paths are relative to the study file), or null for the "
+                "bundled sample")
+    return DataSpec(str(full), limit)
+
+
+def _data_pending(ck: _Checker, value: Any, net: _Net) -> tuple[Pending, ...]:
+    path = value.get("path") if isinstance(value, dict) else None
+    if net.name in NEEDS_DATA_PATH and path is None:
+        return (Pending("data.path", f"{net.name} needs a data path; none is set",
+                        "set data.path in the file or pass --set data.path=DIR"),)
+    return ()
+
+
+def _default_type(recipe: Any, key: str) -> type | None:
+    default = recipe.defaults.get(key) if recipe is not None else None
+    return type(default) if isinstance(default, (bool, int, float, str)) else None
+
+
+def _check_param_key(ck: _Checker, path: tuple, key: str, recipe: Any) -> None:
+    if recipe is not None and key not in recipe.defaults:
+        ck.unknown(path, key, sorted(recipe.defaults), what=f"{recipe.name} hyperparameter")
+
+
+def _value_fits(value: Any, kind: type | None) -> bool:
+    if kind is None:
+        return True
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _fixed(ck: _Checker, value: Any, recipe: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        ck.mapping(value, ("fixed",), ())
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if not isinstance(key, str):
+            ck.fail(("fixed",), f"keys must be strings; got {_show(key)}")
+        _check_param_key(ck, ("fixed",), key, recipe)
+        kind = _default_type(recipe, key)
+        if v is not None and not isinstance(v, (bool, int, float, str)):
+            ck.fail(("fixed", key), f"must be a single value; got {_kind(v)} {_show(v)}",
+                    "to search over values, move it to search_space")
+        if isinstance(v, float) and not math.isfinite(v):
+            ck.fail(("fixed", key), f"must be finite; got {v}")
+        if not _value_fits(v, kind):
+            ck.fail(("fixed", key), f"must be {_kind(kind())} like the default "
+                    f"{recipe.defaults[key]!r}; got {_kind(v)} {_show(v)}")
+        if key in ("epochs", "batch_size") and isinstance(v, int) and v < 1:
+            ck.fail(("fixed", key), f"must be >= 1; got {v}")
+        out[key] = v
+    return out
+
+
+_PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"),
+               "int": ("type", "low", "high", "log", "step"),
+               "categorical": ("type", "choices")}
+
+
+def _space(ck: _Checker, value: Any, recipe: Any, fixed: dict[str, Any]) -> tuple[ParamSpec, ...]:
+    if not isinstance(value, dict):
+        ck.mapping(value, ("search_space",), ())
+    if not value:
+        ck.fail(("search_space",), "is empty", "add at least one parameter, e.g. "
+                "lr: {type: float, low: 0.001, high: 0.3, log: true}")
+    params = []
+    for key, v in value.items():
+        if not isinstance(key, str):
+            ck.fail(("search_space",), f"keys must be strings; got {_show(key)}")
+        _check_param_key(ck, ("search_space",), key, recipe)
+        if key in fixed:
+            ck.fail(("search_space", key), "is also set in fixed", "search it or fix it, not both")
+        params.append(_param(ck, ("search_space", key), key, v, _default_type(recipe, key)))
+    return tuple(params)
+
+
+def _param(ck: _Checker, path: tuple, name: str, value: Any, kind: type | None) -> ParamSpec:
+    if isinstance(value, list):
+        value = {"type": "categorical", "choices": value}
+    d = ck.mapping(value, path, ("type", "low", "high", "log", "step", "choices"),
+                   example="write e.g. {type: float, low: 0.001, high: 0.3, log: true} "
+                           "or {choices: [8, 16, 32]}")
+    ptype = d.get("type", "categorical" if "choices" in d else None)
+    if ptype is None:
+        ck.fail(path + ("type",), "is required but missing", "use type: float, int or categorical")
+    ptype = ck.choice(ptype, path + ("type",), tuple(_PARAM_KEYS), "parameter type")
+    for key in d:
+        if key not in _PARAM_KEYS[ptype]:
+            ck.fail(path + (key,), f"does not apply to type {ptype}",
+                    "valid keys: " + ", ".join(_PARAM_KEYS[ptype]))
+    if ptype == "categorical":
+        return _categorical(ck, path, name, d, kind)
+    return _numeric(ck, path, name, ptype, d, kind)
+
+
+def _categorical(ck: _Checker, path: tuple, name: str, d: dict, kind: type | None) -> ParamSpec:
+    if "choices" not in d:
+        ck.fail(path + ("choices",), "is required but missing", "write choices: [a, b, c]")
+    choices = d["choices"]
+    if not isinstance(choices, list):
+        ck.fail(path + ("choices",), f"must be a list; got {_kind(choices)} {_show(choices)}")
+    if not choices:
+        ck.fail(path + ("choices",), "is empty", "list at least one value, e.g. choices: [8, 16, 32]")
+    for i, c in enumerate(choices):
+        if c is not None and not isinstance(c, (bool, int, float, str)):
+            ck.fail(path + ("choices", i), f"must be a single value; got {_kind(c)} {_show(c)}")
+        if isinstance(c, float) and not math.isfinite(c):
+            ck.fail(path + ("choices", i), f"must be finite; got {c}")
+        if not _value_fits(c, kind):
+            ck.fail(path + ("choices", i), f"must be {_kind(kind())} like the default of "
+                    f"'{name}'; got {_kind(c)} {_show(c)}")
+        if any(type(c) is type(o) and c == o for o in choices[:i]):
+            ck.fail(path + ("choices", i), f"repeats {_show(c)}", "list each choice once")
+    return ParamSpec(name, "categorical", choices=tuple(choices))
+
+
+def _numeric(ck: _Checker, path: tuple, name: str, ptype: str, d: dict, kind: type | None) -> ParamSpec:
+    for key in ("low", "high"):
+        if key not in d:
+            ck.fail(path + (key,), "is required but missing", f"write {key}: <number>")
+    if ptype == "float" and kind is int:
+        ck.fail(path + ("type",), f"'{name}' is an integer hyperparameter; got type float",
+                "use type: int")
+    if ptype == "int" and kind not in (None, int, float):
+        ck.fail(path + ("type",), f"'{name}' takes {_kind(kind())} values; got type int",
+                "use choices: [...]")
+    conv = ck.integer if ptype == "int" else ck.number
+    low, high = conv(d["low"], path + ("low",)), conv(d["high"], path + ("high",))
+    log = ck.boolean(d.get("log", False), path + ("log",))
+    step = None if d.get("step") is None else conv(d["step"], path + ("step",))
+    if low >= high:
+        ck.fail(path + ("low",), f"must be < high; got low={low}, high={high}",
+                "to fix the value instead, move it to fixed")
+    if log and low <= 0:
+        ck.fail(path + ("low",), f"must be > 0 when log: true; got {low}",
+                "log-scale ranges need a positive low, e.g. 1e-4")
+    if step is not None:
+        if step <= 0:
+            ck.fail(path + ("step",), f"must be > 0; got {step}")
+        if log and not (ptype == "int" and step == 1):
+            ck.fail(path + ("step",), "cannot be combined with log: true", "drop step or log")
+        if step > high - low:
+            ck.fail(path + ("step",), f"must be <= high - low ({high - low}); got {step}")
+    if name in ("epochs", "batch_size") and low < 1:
+        ck.fail(path + ("low",), f"must be >= 1 for {name}; got {low}")
+    return ParamSpec(name, ptype, low=low, high=high, log=log, step=step)
+
+
+def _epochs(recipe: Any, fixed: dict[str, Any], space: tuple[ParamSpec, ...]) -> int | None:
+    """The most epochs any trial runs (the pruners' max resource)."""
+    for p in space:
+        if p.name == "epochs":
+            values = p.choices if p.kind == "categorical" else (p.high,)
+            ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+            return max(ints) if ints else None
+    if isinstance(fixed.get("epochs"), int):
+        return fixed["epochs"]
+    default = recipe.defaults.get("epochs") if recipe is not None else None
+    return default if isinstance(default, int) and not isinstance(default, bool) else None
+
+
+def _objective(ck: _Checker, value: Any, recipe: Any) -> ObjectiveSpec:
+    d = ck.mapping(value, ("objective",), ("metric", "direction"), required=("metric",),
+                   example="write objective: {metric: val_loss}")
+    metric = ck.string(d["metric"], ("objective", "metric"))
+    metrics = dict(recipe.metrics) if recipe is not None else {}
+    if recipe is not None and metric not in metrics:
+        close = difflib.get_close_matches(metric, list(metrics), n=1, cutoff=0.6)
+        ck.fail(("objective", "metric"), f"{recipe.name} does not produce '{metric}'",
+                (f"did you mean '{close[0]}'? " if close else "") + "it produces: "
+                + ", ".join(metrics))
+    direction = d.get("direction", metrics.get(metric, "minimize"))
+    direction = ck.choice(direction, ("objective", "direction"), DIRECTIONS, "direction")
+    if metric in metrics and direction != metrics[metric]:
+        ck.fail(("objective", "direction"), f"'{metric}' should be {metrics[metric]}d; got {direction}",
+                "drop direction: to use the metric's own")
+    return ObjectiveSpec(metric, direction)
+
+
+def _named_section(ck: _Checker, value: Any, key: str, default: str, registry: Mapping) -> tuple[str, dict]:
+    """``key: NAME`` or ``key: {name: NAME, option: value, ...}`` -> (name, options)."""
+    if value is None:
+        return default, {}
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        ck.mapping(value, (key,), ())
+    name = ck.choice(value.get("name", default), (key, "name"), tuple(registry), key)
+    factory = registry[name]
+    need = factory.missing_requirement()
+    if need:
+        ck.fail((key, "name"), f"{key} '{name}' needs the {factory.requires} package", need)
+    allowed = ["name"] + factory.option_names() + (["seed"] if key == "sampler" else [])
+    ck.mapping(value, (key,), allowed)
+    options = {}
+    for k, v in value.items():
+        if k in ("name", "seed"):
+            continue
+        if v is not None and not isinstance(v, (bool, int, float, str)):
+            ck.fail((key, k), f"must be a single value; got {_kind(v)} {_show(v)}")
+        options[k] = v
+    return name, options
+
+
+def _try_construct(ck: _Checker, key: str, build: Any) -> None:
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build()
+    except (TypeError, ValueError, AttributeError) as exc:
+        ck.fail((key,), f"invalid options: {' '.join(str(exc).split())}",
+                "see the Optuna documentation of this " + key)
+
+
+def _sampler(ck: _Checker, value: Any, space: tuple[ParamSpec, ...]) -> SamplerSpec:
+    from hpsearch.samplers import make_sampler
+    name, options = _named_section(ck, value, "sampler", "tpe", SAMPLERS)
+    if isinstance(value, dict) and value.get("seed") is not None:
+        options["seed"] = ck.integer(value["seed"], ("sampler", "seed"), minimum=0)
+    if name == "grid":
+        try:
+            grid_values(space)
+        except ValueError as exc:
+            ck.fail(("search_space", exc.args[0]), exc.args[1], "give it a step or choices")
+    opts = {k: v for k, v in options.items() if k != "seed"}
+    _try_construct(ck, "sampler", lambda: make_sampler(name, opts, 0, space))
+    return SamplerSpec(name, options)
+
+
+def _pruner(ck: _Checker, value: Any, epochs: int | None) -> PrunerSpec:
+    from hpsearch.samplers import make_pruner
+    name, options = _named_section(ck, value, "pruner", "none", PRUNERS)
+    if name in ("hyperband", "successive_halving"):
+        options.setdefault("min_resource", 1)
+        for k in ("min_resource", "reduction_factor", "max_resource"):
+            if k in options:
+                options[k] = ck.integer(options[k], ("pruner", k), minimum=1)
+    if name == "hyperband":
+        if "max_resource" not in options and epochs is None:
+            ck.fail(("pruner", "max_resource"), "is required when the epochs are unknown",
+                    "set fixed.epochs or pruner.max_resource")
+        options.setdefault("max_resource", epochs)
+        if options["max_resource"] <= options["min_resource"]:
+            ck.fail(("pruner", "max_resource"), f"must be > min_resource "
+                    f"({options['min_resource']}); got {options['max_resource']}",
+                    "train more epochs or lower min_resource")
+    _try_construct(ck, "pruner", lambda: make_pruner(name, options))
+    return PrunerSpec(name, options)
+
+
+def _budget(ck: _Checker, value: Any) -> BudgetSpec:
+    d = ck.mapping(value, ("budget",), ("trials", "timeout"),
+                   example="write budget: {trials: 20} or budget: {timeout: 30m}")
+    trials = None if d.get("trials") is None else ck.integer(d["trials"], ("budget", "trials"), minimum=1)
+    timeout = None
+    if d.get("timeout") is not None:
+        try:
+            timeout = parse_duration(d["timeout"])
+        except ValueError as exc:
+            why = "" if str(exc) == "not a duration" else f" ({exc})"
+            ck.fail(("budget", "timeout"), f"{_show(d['timeout'])} is not a duration{why}",
+                    "write e.g. 90s, 30m, 2h, 1h30m or a number of seconds")
+    if trials is None and timeout is None:
+        ck.fail(("budget",), "needs trials or timeout (or both)", "write e.g. budget: {trials: 20}")
+    return BudgetSpec(trials, timeout)
+
+
+def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
+    if value is None:
+        return ExecutionSpec()
+    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master"))
+    backend = ck.choice(d.get("backend", "local"), ("execution", "backend"), BACKENDS, "backend")
+    parallelism = ck.integer(d.get("parallelism", 1), ("execution", "parallelism"), minimum=1)
+    master = ck.string(d.get("master"), ("execution", "master"), optional=True)
+    return ExecutionSpec(backend, parallelism, master)
+
+
+def _storage(ck: _Checker, value: Any, file: str, base_dir: Path, name: Any) -> str:
+    if value is None:
+        stem = Path(file).stem if file != "<dict>" else (name if isinstance(name, str) else "study")
+        return f"sqlite:///{base_dir / (stem + '.optuna.db')}"
+    url = ck.string(value, ("storage",))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        ck.fail(("storage",), f"{_show(url)} is not a database URL",
+                "write e.g. sqlite:///sweeps.db or postgresql://user@host/db")
+    return url
+
+
+_TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+                     "databricks-uc", "uc")
+
+
+def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
+    if value is None:
+        return TrackingSpec()
+    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights"))
+    uri = ck.string(d.get("uri"), ("tracking", "uri"), optional=True)
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if uri and ":" in uri else ""
+    if uri and scheme not in _TRACKING_SCHEMES and not Path(uri).is_absolute():
+        ck.fail(("tracking", "uri"), f"{_show(uri)} is not an MLflow tracking URI",
+                "use e.g. sqlite:///mlflow.db, http://host:5000 or a directory path")
+    return TrackingSpec(
+        uri=uri,
+        experiment=ck.string(d.get("experiment"), ("tracking", "experiment"), optional=True),
+        log_weights=ck.boolean(d.get("log_weights", True), ("tracking", "log_weights")),
+    )

@@ -1,0 +1,268 @@
+"""MLflow tracking, written by the driver only.
+
+Layout: experiment = study name; one parent run per sweep (the spec file as an artifact, sampler,
+pruner and budget as params, best value and params at the end); one child run per finished trial
+(tag ``mlflow.parentRunId``) with its params, per-epoch metrics (step = epoch), final status
+(FINISHED, FAILED, or KILLED for pruned), failure reason, duration, the worker it ran on, and
+the trained weights (``model/model.npz``, a ``nets.save`` file) when it was the best so far.
+
+Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` repairs what a
+killed driver left behind (runs still RUNNING, finished trials without a run).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.errors import HpsearchError
+from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpsearch.spec import StudySpec
+
+STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED"}
+TAG_STUDY = "hpsearch.study"
+TAG_KIND = "hpsearch.kind"
+TAG_TRIAL = "hpsearch.trial_number"
+TAG_STATE = "hpsearch.state"
+TAG_REASON = "hpsearch.fail_reason"
+
+
+def quiet_mlflow() -> None:
+    """Silence MLflow's and Alembic's INFO logs (database creation and migrations)."""
+    import mlflow  # noqa: F401 - mlflow sets its logger's level on import; override it after
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The tracking URI: the given one, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
+    import mlflow
+    if uri:
+        return uri
+    return mlflow.get_tracking_uri()
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+class Tracker:
+    """The driver's MLflow writer for one sweep of one study."""
+
+    def __init__(self, spec: StudySpec, uri: str | None) -> None:
+        quiet_mlflow()
+        from mlflow import MlflowClient
+        self.spec = spec
+        self.uri = resolve_uri(uri)
+        self.parent_id: str | None = None
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(spec.tracking.experiment or spec.name)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store
+            text = " ".join(str(exc).split())[:300]
+            raise HpsearchError(f"cannot open the MLflow tracking store {self.uri}: {text}",
+                                "check --tracking-uri / MLFLOW_TRACKING_URI") from None
+
+    def _experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+
+    def _artifact_root(self, name: str) -> str | None:
+        """Beside a SQLite store, so artifacts do not depend on the working directory."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        from sqlalchemy.engine import make_url
+        db = make_url(self.uri).database
+        if not db or db == ":memory:":
+            return None
+        return (Path(db).resolve().parent / "mlruns" / name).as_uri()
+
+    # ------------------------------------------------------------------ parent run
+
+    def start_sweep(self, budget: dict[str, Any]) -> str:
+        """Create the sweep's parent run with the spec as an artifact and its settings as params."""
+        spec = self.spec
+        tags = {TAG_STUDY: spec.name, TAG_KIND: "sweep", "mlflow.source.name": spec.file,
+                "mlflow.runName": f"{spec.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"}
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        self.parent_id = run.info.run_id
+        params = {"net": spec.net, "metric": spec.objective.metric,
+                  "direction": spec.objective.direction, "sampler": spec.sampler.name,
+                  "pruner": spec.pruner.name, "backend": spec.execution.backend,
+                  "parallelism": spec.execution.parallelism, "seed": spec.seed,
+                  "data.path": spec.data.path or "(bundled sample)", "data.limit": spec.data.limit,
+                  "overrides": "; ".join(spec.overrides) or None,
+                  **{f"budget.{k}": v for k, v in budget.items()},
+                  **{f"sampler.{k}": v for k, v in spec.sampler.options.items()},
+                  **{f"pruner.{k}": v for k, v in spec.pruner.options.items()},
+                  **{f"fixed.{k}": v for k, v in spec.fixed.items()},
+                  **{f"space.{p.name}": p.describe() for p in spec.space}}
+        self._log(self.parent_id, params=params)
+        self._artifact_text(self.parent_id, spec.text, Path(spec.file).name
+                            if spec.file != "<dict>" else "study.yaml", "spec")
+        return self.parent_id
+
+    def end_sweep(self, best: optuna.trial.FrozenTrial | None, counts: dict[str, int],
+                  status: str = "FINISHED", weights: bytes | None = None) -> None:
+        """Best value and params, trial counts, and the best weights on the parent run."""
+        if self.parent_id is None:
+            return
+        metrics = {f"trials_{k}": float(v) for k, v in counts.items()}
+        params: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        if best is not None:
+            metrics["best_value"] = float(best.value)
+            params = {f"best.{k}": v for k, v in best.params.items()}
+            tags = {"hpsearch.best_trial": str(best.number),
+                    "hpsearch.best_run_id": str(best.user_attrs.get("mlflow_run_id", ""))}
+        self._log(self.parent_id, params=params, metrics=metrics, tags=tags)
+        if weights is not None:
+            self._artifact_bytes(self.parent_id, weights, "model.npz", "best_model")
+        self.client.set_terminated(self.parent_id, status=status)
+
+    # ------------------------------------------------------------------ child runs
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> str:
+        """Create a trial's child run (status RUNNING) and return its id."""
+        tags = {"mlflow.parentRunId": self.parent_id or "", TAG_STUDY: self.spec.name,
+                TAG_KIND: "trial", TAG_TRIAL: str(number), "mlflow.runName": f"trial-{number}"}
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        return run.info.run_id
+
+    def finish_trial(self, run_id: str, params: dict[str, Any], result: TrialResult,
+                     weights: bytes | None = None) -> None:
+        """Params, per-epoch metrics, state, reason and duration of a finished trial."""
+        from mlflow.entities import Metric
+        metrics = _epoch_metrics(result, Metric)
+        tags = {TAG_STATE: result.state, "hpsearch.worker": result.worker}
+        if result.reason:
+            tags[TAG_REASON if result.state == FAILED else "hpsearch.reason"] = result.reason[:4000]
+        final = {"duration_s": result.seconds, "epochs": float(result.epochs)}
+        if result.value is not None:
+            final["objective"] = result.value
+        self._log(run_id, params=params, tags=tags, metrics=final, extra=metrics)
+        if result.traceback:
+            self._artifact_text(run_id, result.traceback, "traceback.txt", None)
+        if weights is not None:
+            self._artifact_bytes(run_id, weights, "model.npz", "model")
+        end = int((result.started + result.seconds) * 1000) if result.started else None
+        self.client.set_terminated(run_id, status=STATUS[result.state], end_time=end)
+
+    def log_late(self, trial: optuna.trial.FrozenTrial) -> None:
+        """A child run, from Optuna's record, for a finished trial that has none."""
+        state = _state_of(trial)
+        run_id = self.start_trial(trial.number, trial.params)
+        steps = sorted(trial.intermediate_values.items())
+        history = tuple({"epoch": float(s), self.spec.objective.metric: float(v)} for s, v in steps)
+        started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+        seconds = ((trial.datetime_complete - trial.datetime_start).total_seconds()
+                   if trial.datetime_complete and trial.datetime_start else 0.0)
+        result = TrialResult(trial._trial_id, trial.number, state, value=trial.value, history=history,
+                             reason=trial.user_attrs.get("fail_reason"), seconds=seconds,
+                             started=started, worker=str(trial.user_attrs.get("worker", "")))
+        self.finish_trial(run_id, trial.params, result)
+
+    def reconcile(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        """Give every finished trial exactly one terminated child run; end stale RUNNING runs.
+
+        Returns how many runs were created or repaired.
+        """
+        runs = self._runs()
+        repaired = 0
+        for run in runs.values():
+            if (run.info.status == "RUNNING" and run.data.tags.get(TAG_KIND) == "sweep"
+                    and run.info.run_id != self.parent_id):
+                self._log(run.info.run_id, tags={"hpsearch.note": "the driver stopped mid-sweep"})
+                self.client.set_terminated(run.info.run_id, status="FAILED")
+        for trial in trials:
+            if not trial.state.is_finished():
+                continue
+            run = runs.get(("trial", trial.number))
+            want = STATUS[_state_of(trial)]
+            if run is None:
+                self.log_late(trial)
+                repaired += 1
+            elif run.info.status != want:
+                reason = trial.user_attrs.get("fail_reason")
+                if reason:
+                    self._log(run.info.run_id, tags={TAG_REASON: str(reason)[:4000]})
+                self.client.set_terminated(run.info.run_id, status=want)
+                repaired += 1
+        return repaired
+
+    def _runs(self) -> dict[tuple[str, Any], Any]:
+        """This study's runs: ``("trial", number)`` -> run, ``("sweep", run_id)`` -> run."""
+        out: dict[tuple[str, Any], Any] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id],
+                                           filter_string=f"tags.`{TAG_STUDY}` = '{self.spec.name}'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                kind = run.data.tags.get(TAG_KIND)
+                if kind == "trial" and TAG_TRIAL in run.data.tags:
+                    out.setdefault(("trial", int(run.data.tags[TAG_TRIAL])), run)
+                elif kind == "sweep":
+                    out[("sweep", run.info.run_id)] = run
+            token = page.token
+            if not token:
+                return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _log(self, run_id: str, params: dict[str, Any] | None = None,
+             metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
+             extra: list[Any] = ()) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+        now = int(time.time() * 1000)
+        ps = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
+        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] + list(extra)
+        ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(ms), 1), 900):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(run_id, metrics=ms[i:i + 900], params=ps if i == 0 else [],
+                                  tags=ts if i == 0 else [])
+
+    def _artifact_text(self, run_id: str, text: str, name: str, folder: str | None) -> None:
+        self._artifact_bytes(run_id, text.encode("utf-8"), name, folder)
+
+    def _artifact_bytes(self, run_id: str, data: bytes, name: str, folder: str | None) -> None:
+        with tempfile.TemporaryDirectory(prefix="hpsearch-") as tmp:
+            path = os.path.join(tmp, name)
+            with open(path, "wb") as fh:
+                fh.write(data)
+            self.client.log_artifact(run_id, path, folder)
+
+
+def _epoch_metrics(result: TrialResult, metric_cls: type) -> list[Any]:
+    """Every per-epoch value as an MLflow metric with step = epoch, timed by the epoch's end."""
+    t = (result.started or time.time()) * 1000
+    out = []
+    for i, h in enumerate(result.history, 1):
+        t += 1000 * float(h.get("seconds", 0.0))
+        step = int(h.get("epoch", i))
+        out += [metric_cls(k, float(v), int(t), step) for k, v in h.items() if k != "epoch"]
+    return out
+
+
+def _param_text(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _state_of(trial: optuna.trial.FrozenTrial) -> str:
+    name = trial.state.name
+    return {"COMPLETE": COMPLETE, "PRUNED": PRUNED}.get(name, FAILED)

@@ -1,0 +1,53 @@
+"""A contract every Backend must meet, run against each implementation (see test_local_backend).
+
+A subclass provides the ``backend`` fixture: ``backend(parallelism) -> Backend`` whose workers get
+the LeNet sample (first 200 images) as data.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from hpsearch.records import COMPLETE, FAILED, TrialTask
+
+
+def task(number: int, net: str = "lenet", **params) -> TrialTask:
+    return TrialTask(trial_id=number, number=number, net=net, params={"lr": 0.05, **params},
+                     fixed={"epochs": 1, "batch_size": 32}, metric="val_loss",
+                     direction="minimize", seed=number, data_limit=200)
+
+
+class BackendContract:
+    """Runs tasks lazily, at most `parallelism` at a time; errors come back as values."""
+
+    def test_runs_every_task_once(self, backend) -> None:
+        with backend(2) as b:
+            results = list(b.run([task(i) for i in range(4)]))
+        assert sorted(r.number for r in results) == [0, 1, 2, 3]
+        assert all(r.state == COMPLETE and r.epochs == 1 and r.weights for r in results)
+
+    def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
+        pulled = []
+
+        def tasks() -> Iterator[TrialTask]:
+            for i in range(5):
+                pulled.append(i)
+                yield task(i)
+
+        with backend(2) as b:
+            for seen, _result in enumerate(b.run(tasks())):
+                assert len(pulled) <= 2 + seen  # a new task only after a result frees a slot
+        assert pulled == [0, 1, 2, 3, 4]
+
+    def test_exceptions_come_back_as_values(self, backend) -> None:
+        with backend(1) as b:
+            (result,) = b.run([task(0, net="recipes_for_tests:fragile", mode="raise")])
+        assert result.state == FAILED and not result.lost
+        assert result.reason == "RuntimeError: fragile net refuses to build"
+        assert "Traceback" in result.traceback
+
+    def test_a_dead_worker_is_lost_not_fatal(self, backend) -> None:
+        with backend(1) as b:
+            results = list(b.run([task(0, net="recipes_for_tests:fragile", mode="die"), task(1)]))
+        lost, ok = sorted(results, key=lambda r: r.number)
+        assert lost.state == FAILED and lost.lost
+        assert ok.state == COMPLETE

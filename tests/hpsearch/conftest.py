@@ -1,0 +1,52 @@
+"""Shared fixtures: a temporary study directory, MLflow under tmp_path, and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+STUDIES = REPO / "studies"
+
+# Small, fast LeNet settings for sweeps: 300 training images, 1-2 epochs.
+TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]
+
+
+def write_study(directory: Path, name: str, data: dict) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def lenet_dict(**changes) -> dict:
+    data = yaml.safe_load((STUDIES / "lenet.yaml").read_text())
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: test recipes importable, MLflow store under tmp_path."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO), e.get("PYTHONPATH", "")])
+    e["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    e.pop("COLUMNS", None)
+    return e
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``python -m hpsearch.cli ARGS`` in a subprocess (stdout is not a TTY: plain log lines)."""
+    return subprocess.run([sys.executable, "-m", "hpsearch.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def mlflow_runs(tmp_path: Path, experiment: str) -> list:
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)

@@ -1,0 +1,34 @@
+"""The local backend meets the Backend contract; its workers are reused and single-threaded."""
+from __future__ import annotations
+
+import pytest
+
+from backend_contract import BackendContract, task
+from hpsearch.backends import make_backend
+from hpsearch.backends.local import LocalBackend
+from hpsearch.errors import BackendError
+from hpsearch.objective import load_data, resolve_recipe
+
+pytestmark = pytest.mark.slow  # each test starts worker processes (a few seconds)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(resolve_recipe("lenet"), None, 200)
+
+
+@pytest.fixture
+def backend(data):
+    return lambda parallelism: LocalBackend(parallelism=parallelism, data=data)
+
+
+class TestLocalBackend(BackendContract):
+    def test_workers_are_reused(self, backend) -> None:
+        with backend(1) as b:
+            results = list(b.run([task(i) for i in range(3)]))
+        assert len({r.worker for r in results}) == 1
+
+
+def test_unknown_backend_is_a_clear_error() -> None:
+    with pytest.raises(BackendError, match="unknown backend 'yarn'"):
+        make_backend("yarn", parallelism=1)

@@ -1,0 +1,61 @@
+"""run_trial: one real (tiny) LeNet trial per outcome; failures come back as values."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+from hpsearch.objective import load_data, resolve_recipe, run_trial
+from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialTask
+
+
+def _task(net: str = "lenet", **params) -> TrialTask:
+    return TrialTask(trial_id=0, number=0, net=net, params={"lr": 0.05, **params},
+                     fixed={"epochs": 2, "batch_size": 32}, metric="val_loss", direction="minimize",
+                     seed=0, data_limit=200)
+
+
+def test_complete_trial_returns_history_and_loadable_weights() -> None:
+    import nets
+    result = run_trial(_task())
+    assert result.state == COMPLETE and result.epochs == 2
+    assert [h["epoch"] for h in result.history] == [1.0, 2.0]
+    assert result.value == result.history[-1]["val_loss"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.npz")
+        with open(path, "wb") as fh:
+            fh.write(result.weights)
+        assert nets.load(path).params.size > 1000
+
+
+def test_pruned_when_report_says_so() -> None:
+    calls = []
+    result = run_trial(_task(), lambda epoch, value: calls.append((epoch, value)) or True)
+    assert result.state == PRUNED and result.epochs == 1 and len(calls) == 1
+    assert result.weights is None
+
+
+@pytest.mark.parametrize("mode,reason", [("raise", "RuntimeError: fragile net refuses to build"),
+                                         ("nan", "diverged: loss became nan")])
+def test_failures_are_values(mode: str, reason: str) -> None:
+    result = run_trial(_task("recipes_for_tests:fragile", mode=mode))
+    assert result.state == FAILED and result.reason.startswith(reason)
+    assert "Traceback" in result.traceback and not result.lost
+
+
+def test_unknown_metric_fails_the_trial() -> None:
+    from dataclasses import replace
+    result = run_trial(replace(_task(), metric="val_ppl"))
+    assert result.state == FAILED and "reported no 'val_ppl'" in result.reason
+
+
+def test_data_is_cached_and_subsampled() -> None:
+    recipe = resolve_recipe("lenet")
+    a = load_data(recipe, None, 200)
+    assert a is load_data(recipe, None, 200)
+    assert len(a.train) == 200 and len(a.val) == 100
+
+
+def test_custom_recipe_by_factory() -> None:
+    assert resolve_recipe("recipes_for_tests:make_fragile").name == "fragile"

@@ -1,0 +1,249 @@
+"""Bad study files: one `Error:` line naming the file and key path, exit 2, nothing created."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import lenet_dict, run_cli
+from hpsearch.cli import cli
+from hpsearch.errors import SpecError
+from hpsearch.spec import TOP_KEYS, load_spec, parse_duration, spec_from_dict
+
+
+def _set(path: str, value):
+    """A change to the LeNet study: set a dotted key (value `...` deletes it)."""
+    def change(d: dict) -> dict:
+        d = copy.deepcopy(d)
+        *parents, last = path.split(".")
+        node = d
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is ...:
+            node.pop(last, None)
+        else:
+            node[last] = value
+        return d
+    return change
+
+
+def _rename(old: str, new: str):
+    def change(d: dict) -> dict:
+        d = copy.deepcopy(d)
+        *parents, last = old.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        node[new] = node.pop(last)
+        return d
+    return change
+
+
+BROKEN_YAML = """net: lenet
+search_space:
+  lr: {type: float, low: 0.01, high: 0.1
+objective: {metric: val_loss}
+budget: {trials: 2}
+"""
+
+DUPLICATE_KEY = """net: lenet
+search_space:
+  lr: {type: float, low: 0.01, high: 0.1}
+objective: {metric: val_loss}
+budget: {trials: 2}
+budget: {trials: 3}
+"""
+
+# (id, change or raw YAML text, key path the message must name, a fragment it must contain)
+CASES = [
+    ("unknown-key", _rename("search_space", "serach_space"), "serach_space", "did you mean 'search_space'"),
+    ("unknown-nested-key", _set("search_space.lr.hihg", 0.3), "search_space.lr.hihg", "did you mean 'high'"),
+    ("unknown-hyperparameter", _rename("search_space.hidden", "hiden"), "search_space.hiden",
+     "did you mean 'hidden'"),
+    ("wrong-type", _set("budget.trials", "ten"), "budget.trials", "must be an integer"),
+    ("wrong-type-fixed", _set("fixed.epochs", "two"), "fixed.epochs", "must be an integer"),
+    ("low-ge-high", _set("search_space.lr", {"type": "float", "low": 0.5, "high": 0.1}),
+     "search_space.lr.low", "must be < high"),
+    ("log-low-le-0", _set("search_space.lr", {"type": "float", "low": 0.0, "high": 0.1, "log": True}),
+     "search_space.lr.low", "must be > 0 when log: true"),
+    ("empty-choices", _set("search_space.batch_size", {"choices": []}),
+     "search_space.batch_size.choices", "is empty"),
+    ("float-for-int-param", _set("search_space.hidden", {"type": "float", "low": 8, "high": 64}),
+     "search_space.hidden.type", "integer"),
+    ("unknown-net", _set("net", "lenett"), "net", "did you mean 'lenet'"),
+    ("custom-net-missing-attr", _set("net", "recipes_for_tests:nope"), "net", "has no attribute"),
+    ("custom-net-not-recipe", _set("net", "recipes_for_tests:not_a_recipe"), "net", "not a nets.Recipe"),
+    ("unknown-sampler", _set("sampler.name", "tpee"), "sampler.name", "did you mean 'tpe'"),
+    ("unknown-sampler-option", _set("sampler.n_startup_trails", 3), "sampler.n_startup_trails",
+     "did you mean 'n_startup_trials'"),
+    ("unknown-pruner", _set("pruner.name", "hyperbnd"), "pruner.name", "did you mean 'hyperband'"),
+    ("grid-on-continuous", _set("sampler", "grid"), "search_space.lr", "grid sampler"),
+    ("data-path-missing", _set("data.path", "no/such/dir"), "data.path", "does not exist"),
+    ("unreadable-data", _set("data.path", "."), "data.path", "cannot read"),
+    ("negative-trials", _set("budget.trials", -3), "budget.trials", "must be >= 1"),
+    ("bad-duration", _set("budget.timeout", "30 minutes"), "budget.timeout", "not a duration"),
+    ("no-budget", _set("budget", {}), "budget", "needs trials or timeout"),
+    ("bad-metric", _set("objective.metric", "val_acc"), "objective.metric", "does not produce 'val_acc'"),
+    ("direction-contradicts", _set("objective.direction", "maximize"), "objective.direction",
+     "should be minimized"),
+    ("missing-section", _set("objective", ...), "objective", "is required"),
+    ("not-a-mapping", _set("search_space", ["lr", "hidden"]), "search_space", "must be a mapping"),
+    ("broken-yaml", BROKEN_YAML, "line 4", "broken YAML"),
+    ("duplicate-key", DUPLICATE_KEY, "budget", "given twice (lines 5 and 6)"),
+]
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return CliRunner()
+
+
+def _write(tmp_path: Path, case) -> Path:
+    path = tmp_path / "bad.yaml"
+    text = case if isinstance(case, str) else yaml.safe_dump(case(lenet_dict()), sort_keys=False)
+    path.write_text(text)
+    return path
+
+
+def _assert_one_error(output: str, file: str, key: str, fragment: str) -> None:
+    lines = [line for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    assert len(lines) == 1, output
+    assert file in errors[0] and key in errors[0] and fragment in errors[0], errors[0]
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("case,key,fragment", [pytest.param(c, k, f, id=i) for i, c, k, f in CASES])
+def test_bad_study_file_one_error_line_and_nothing_created(runner: CliRunner, tmp_path: Path,
+                                                             case, key: str, fragment: str) -> None:
+    path = _write(tmp_path, case)
+    result = runner.invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stdout == ""
+    _assert_one_error(result.stderr, str(path), key, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no study DB, no MLflow store
+
+
+@pytest.mark.parametrize("case,key,fragment", [pytest.param(c, k, f, id=i) for i, c, k, f in CASES[:4]])
+def test_validate_reports_the_same_line(runner: CliRunner, tmp_path: Path, case, key, fragment) -> None:
+    path = _write(tmp_path, case)
+    result = runner.invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    _assert_one_error(result.stderr, str(path), key, fragment)
+
+
+def test_line_numbers_point_at_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("net: lenet\nsearch_space:\n  lr: {type: float, low: 0, high: 0.1, log: true}\n"
+                    "objective: {metric: val_loss}\nbudget: {trials: 2}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.line().startswith(f"{path}:3: search_space.lr.low: must be > 0")
+
+
+@pytest.mark.parametrize("args,key,fragment", [
+    (["--set", "fixed.epocs=1"], "fixed.epocs", "did you mean 'epochs'"),
+    (["--set", "nokeyvalue"], "", "is not KEY=VALUE"),
+    (["--trials", "0"], "budget.trials", "(from --trials 0)"),
+    (["--timeout", "soon"], "budget.timeout", "not a duration"),
+    (["--extend", "0"], "--extend", "must be >= 1"),
+    (["--tracking-uri", "foo://bar"], "tracking.uri", "not an MLflow tracking URI"),
+])
+def test_bad_command_line_values(runner: CliRunner, tmp_path: Path, args, key, fragment) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(lenet_dict()))
+    result = runner.invoke(cli, ["run", str(path), *args])
+    assert result.exit_code == 2, result.output
+    _assert_one_error(result.stderr, str(path) if key else "", key, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml"]
+
+
+def test_missing_file_and_subprocess_has_no_traceback(tmp_path: Path, env: dict) -> None:
+    path = _write(tmp_path, CASES[0][1])
+    proc = run_cli(["run", str(path)], env, tmp_path)
+    assert proc.returncode == 2
+    _assert_one_error(proc.stderr, str(path), "serach_space", "did you mean")
+    proc = run_cli(["validate", str(tmp_path / "nope.yaml")], env, tmp_path)
+    assert proc.returncode == 2
+    _assert_one_error(proc.stderr, "nope.yaml", "", "file not found")
+
+
+@pytest.mark.parametrize("text,seconds", [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0),
+                                          ("1h30m", 5400.0), ("1.5h", 5400.0), ("1d", 86400.0)])
+def test_durations(text, seconds) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5m", "5 minutes", "m", "1x", "h1", True, None, [1]])
+def test_bad_durations(text) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+# --------------------------------------------------------------------------- property test
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+_keys = st.one_of(st.sampled_from(TOP_KEYS + ("type", "low", "high", "log", "step", "choices",
+                                              "name", "metric", "trials", "timeout", "path", "lr",
+                                              "hidden", "epochs", "batch_size", "limit")),
+                  st.text(max_size=8), st.integers(-3, 3))
+_values = st.recursive(_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(_keys, inner, max_size=5)),
+                       max_leaves=12)
+
+
+def _mutations(base: dict) -> st.SearchStrategy:
+    """Valid-looking LeNet studies with one to three keys replaced by junk."""
+    paths = [("net",), ("search_space",), ("search_space", "lr"), ("search_space", "lr", "low"),
+             ("search_space", "lr", "log"), ("search_space", "batch_size", "choices"),
+             ("objective",), ("objective", "metric"), ("sampler",), ("pruner",), ("pruner", "name"),
+             ("budget",), ("budget", "timeout"), ("budget", "trials"), ("fixed",), ("fixed", "epochs"),
+             ("data",), ("data", "limit"), ("execution",), ("tracking",), ("seed",), ("storage",),
+             ("pruner", "reduction_factor"), ("search_space", "hidden", "step")]
+
+    def apply(changes):
+        d = copy.deepcopy(base)
+        for path, value in changes:
+            node = d
+            for p in path[:-1]:
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
+            node[path[-1]] = value
+        return d
+    return st.lists(st.tuples(st.sampled_from(paths), _values), min_size=1, max_size=3).map(apply)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_values, _mutations(lenet_dict())))
+def test_generated_specs_raise_nothing_but_spec_error(tmp_path_factory, data) -> None:
+    try:
+        spec_from_dict(data) if isinstance(data, dict) else _load_text(tmp_path_factory, data)
+    except SpecError as exc:
+        line = exc.line()
+        assert "\n" not in line and line.startswith("<dict>") or ".yaml" in line
+
+
+def _load_text(tmp_path_factory, data) -> None:
+    path = tmp_path_factory.mktemp("gen") / "g.yaml"
+    path.write_text(yaml.safe_dump(data))
+    load_spec(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abc: -[]{}\n\t'\"#&*!|>%@,0.1e")), max_size=80))
+def test_generated_yaml_text_raises_nothing_but_spec_error(tmp_path_factory, text) -> None:
+    path = tmp_path_factory.mktemp("txt") / "t.yaml"
+    path.write_text(text)
+    try:
+        load_spec(path)
+    except SpecError as exc:
+        assert "\n" not in exc.line()
