@@ -2,6 +2,8 @@
 
     python -m nets train lenet --epochs 2
     python -m nets train autoencoder --data ~/mnist --hidden 64 --json
+    python -m nets train textcnn --data ~/20news-19997 --glove glove.6B.100d.txt --classes 8 --seq-len 500
+    python -m nets train rnn --data input.txt --vocab 4000 --save lm.npz
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 T_START = time.perf_counter()
 
@@ -31,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one configuration. Without --data, the MNIST sample shipped "
                                    "with nets is used. Example: python -m nets train lenet --epochs 2")
     t.add_argument("net", choices=sorted(RECIPES))
-    t.add_argument("--data", help="data path (MNIST: a directory with the four IDX files)")
+    t.add_argument("--data", help="data path (MNIST: a directory with the four IDX files; textcnn, "
+                                  "required: one folder per class, one file per document; rnn, required: "
+                                  "a plain-text corpus file)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
@@ -40,6 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--lr-decay", type=float)
     t.add_argument("--hidden", type=int)
+    text = t.add_argument_group("text nets (textcnn, rnn)")
+    text.add_argument("--glove", metavar="FILE", help="textcnn: GloVe text vectors (fixed features)")
+    text.add_argument("--fine-tune", action="store_const", const=True, dest="fine_tune",
+                      help="textcnn: train the GloVe vectors too")
+    text.add_argument("--seq-len", type=int, metavar="L", help="textcnn: tokens per document (1000)")
+    text.add_argument("--classes", metavar="K",
+                      help="textcnn: the first K classes, or a comma list of class folder names (all)")
+    text.add_argument("--drop-headers", action="store_const", const=True, dest="drop_headers",
+                      help="textcnn: drop mail/news headers")
+    text.add_argument("--vocab", type=int, metavar="V",
+                      help="vocabulary size (textcnn 20000 after the 10 most frequent; rnn 4000 + unknown)")
+    text.add_argument("--max-len", type=int, metavar="T", help="rnn: steps per sequence (50)")
+    text.add_argument("--embed", type=int, help="textcnn: embedding width without GloVe (100)")
+    text.add_argument("--filters", type=int, help="textcnn: filters per convolution (128)")
+    text.add_argument("--val-fraction", type=float, help="text nets: validation fraction (0.2)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save", help="write the trained model (.npz) here")
     t.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -47,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _params(args) -> dict:
-    keys = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_decay", "hidden")
+    keys = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_decay", "hidden",
+            "glove", "fine_tune", "seq_len", "classes", "drop_headers", "vocab", "max_len", "embed",
+            "filters", "val_fraction")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -74,6 +96,7 @@ def format_epoch(m: dict) -> str:
     parts = [f"epoch {m['epoch']}", f"loss {m['loss']:.4f}"]
     parts += [f"{k} {m[k]:.4f}" for k in ("val_loss",) if k in m]
     parts += [f"{k} {m[k]:.2f}%" for k in ("val_top1", "val_top5") if k in m]
+    parts += [f"val_ppl {m['val_ppl']:.1f}" for _ in [0] if "val_ppl" in m]
     parts.append(f"{m['samples_per_s']:.0f} samples/s")
     return "  ".join(parts)
 
@@ -83,7 +106,11 @@ def cmd_train(args) -> int:
 
     limit_blas_threads(1)
     recipe = nets.get_recipe(args.net)
-    data = recipe.load_data(args.data)
+    params = nets.recipes.resolve_params(recipe, _params(args))
+    data = nets.recipes.load_data(recipe, args.data, params)
+    summary = data_summary(data)
+    if summary and not args.json:
+        print("data: " + ", ".join(f"{k} {v}" for k, v in summary.items()), flush=True)
 
     def on_epoch_end(epoch, metrics):
         if not args.json:
@@ -93,16 +120,38 @@ def cmd_train(args) -> int:
     res = nets.train(recipe, _params(args), data, seed=args.seed, on_epoch_end=on_epoch_end,
                      on_batch=Progress(sys.stderr.isatty() and not args.json))
     if args.save:
-        nets.save(res.model, args.save)
+        path = nets.save(res.model, args.save)
+        if getattr(res.model, "vocab", None):            # the dictionary, beside the model, for people
+            Path(path).with_name(Path(path).stem + ".vocab.txt").write_text("\n".join(res.model.vocab) + "\n")
     if args.json:
         total = time.perf_counter() - T_START
         print(json.dumps({
             "net": recipe.name, "params": nets.recipes.resolve_params(recipe, _params(args)),
-            "seed": args.seed, "data": data.source, "epochs": res.history,
+            "seed": args.seed, "data": data.source, **({"data_summary": summary} if summary else {}),
+            "epochs": res.history,
             "samples_per_s": [e["samples_per_s"] for e in res.history],
             "first_batch_s": first_batch_since_start(res), "train_seconds": res.seconds, "total_seconds": total,
         }))
     return 0
+
+
+def data_summary(data) -> dict:
+    """Sizes of a text data set (vocabulary, classes, splits, GloVe coverage); {} for other data."""
+    info = data.info or {}
+    out = {}
+    if "classes" in info:
+        out["classes"] = len(info["classes"])
+    if "documents" in info:
+        out["train_documents"], out["val_documents"] = info["documents"]
+    if "sentences" in info:
+        out["train_sequences"], out["val_sequences"] = len(data.train), len(data.val)
+        out["train_words"], out["val_words"] = info["words"]
+    if "vocab" in info:
+        out["vocabulary"] = len(info["vocab"])
+    if "glove" in info:
+        g = info["glove"]
+        out["glove_coverage"] = f"{g['found']}/{g['words']} ({100 * g['coverage']:.1f}%)"
+    return out
 
 
 def first_batch_since_start(res) -> float:

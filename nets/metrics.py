@@ -14,6 +14,9 @@ def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
 
 
 def evaluate(model, loss: Loss, split: Split, batch_size: int = 250) -> dict:
+    custom = getattr(loss, "evaluate", None)      # a loss with metrics of its own (sequence models)
+    if custom is not None:
+        return custom(model, split, batch_size)
     n, total, c1, c5 = len(split), 0.0, 0, 0
     for i in range(0, n, batch_size):
         idx = np.arange(i, min(i + batch_size, n), dtype=np.int64)

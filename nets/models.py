@@ -35,3 +35,60 @@ def autoencoder(hidden: int = 32, n_in: int = 784, *, seed: int = 0, dtype=np.fl
     """784 -> linear hidden -> ReLU -> linear 784 -> sigmoid."""
     layers = [Linear(hidden, act="relu"), Linear(n_in, act="sigmoid")]
     return Model(layers, (n_in,), seed=seed, dtype=dtype, arch=arch)
+
+
+def text_cnn_pools(length: int, kernel: int = 5) -> tuple[int, int, int]:
+    """Pool sizes of the text CNN: 5, 5 and whatever remains (35 at length 1000); smaller first pools
+    for short sequences, so the last pool always covers what is left (its output has length 1)."""
+    from nets.errors import ConfigError
+
+    for p in (5, 4, 3, 2, 1):
+        l3 = ((length - kernel + 1) // p - kernel + 1) // p - kernel + 1
+        if l3 >= 1:
+            return p, p, l3
+    raise ConfigError(f"seq_len must be >= {3 * (kernel - 1) + 1} for the text CNN; got {length}")
+
+
+def text_cnn(vocab_size: int, n_classes: int, length: int = 1000, embed: int = 100, filters: int = 128,
+             hidden: int = 100, pretrained: bool = False, fine_tune: bool = False, *, seed: int = 0,
+             dtype=np.float32, arch: dict | None = None) -> Model:
+    """ids (length,) -> embedding `embed` -> 3 x (conv1d filters@5 -> ReLU -> max-pool) -> linear hidden
+    -> linear classes -> log-softmax (fused in the loss). With pretrained vectors (GloVe) the table is a
+    frozen constant unless fine_tune; without them it is learned (N(0, 1) init)."""
+    from nets.text_layers import Conv1d, Embedding, MaxPool1d
+
+    p1, p2, p3 = text_cnn_pools(length)
+    frozen = bool(pretrained) and not fine_tune
+    layers = [
+        Embedding(vocab_size, embed, frozen=frozen),   # (B, L, E)
+        Conv1d(filters, 5, act="relu"),                # (B, L-4, F)
+        MaxPool1d(p1),                                 # (B, (L-4)//5, F)
+        Conv1d(filters, 5, act="relu"),
+        MaxPool1d(p2),
+        Conv1d(filters, 5, act="relu"),
+        MaxPool1d(p3),                                 # (B, 1, F)
+        Flatten(),                                     # (B, F)
+        Linear(hidden),                                # (B, hidden), no activation (as in the seed)
+        Linear(n_classes),                             # (B, classes) logits
+    ]
+    model = Model(layers, (length,), seed=seed, dtype=dtype, head="logsoftmax", arch=arch)
+    if frozen:
+        layers[1].need_dx = False                      # nothing upstream of the first conv learns
+    return model
+
+
+def rnn_lm(vocab_size: int, hidden: int = 40, length: int = 50, *, seed: int = 0, dtype=np.float32,
+           arch: dict | None = None) -> Model:
+    """Word-level Elman language model as in the seed: ids (length,) -> one-hot @ W_x (an Embedding of
+    width hidden, uniform +-1/sqrt(V) like BigDL's input Linear) -> tanh RNN hidden -> time-distributed
+    linear vocab -> softmax cross-entropy. The output layer runs on the real positions only (SeqMask), so
+    the model returns packed logits (N, vocab) in row-major order of the non-padding input ids."""
+    from nets.text_layers import Elman, Embedding, SeqMask, TimeLinear
+
+    mask = SeqMask()
+    layers = [
+        Embedding(vocab_size, hidden, init="uniform", mask=mask),  # (B, T, H) = one-hot @ W_x
+        Elman(hidden, in_proj=False),                              # (B, T, H)
+        TimeLinear(vocab_size, mask=mask),                         # (N, V) packed logits
+    ]
+    return Model(layers, (length,), seed=seed, dtype=dtype, head="logsoftmax", arch=arch)

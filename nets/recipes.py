@@ -25,8 +25,11 @@ class Recipe:
     """How to build, feed and train one kind of net.
 
     build(hparams, seed) -> Model takes the architecture hyperparameters (the keys of `defaults`
-    that are not training settings); load_data(path or None) -> Data; loss is a key of nets.LOSSES;
-    metrics maps each reported metric to "minimize" or "maximize".
+    that are not training settings or data settings, plus the sizes the data fixes, from
+    `Data.info["arch"]`: vocabulary size, classes, ...); load_data(path or None, **data settings) -> Data,
+    where the data settings are the keys of `defaults` named in `data_keys` (sequence length, classes,
+    vocabulary size, GloVe file, ...); loss is a key of nets.LOSSES; metrics maps each reported metric
+    to "minimize" or "maximize".
     """
 
     name: str
@@ -35,9 +38,13 @@ class Recipe:
     load_data: Callable[[str | None], Data]
     defaults: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    data_keys: tuple = ()
 
     def arch_params(self, params: dict) -> dict:
-        return {k: v for k, v in params.items() if k not in TRAIN_KEYS}
+        return {k: v for k, v in params.items() if k not in TRAIN_KEYS and k not in self.data_keys}
+
+    def data_params(self, params: dict) -> dict:
+        return {k: params[k] for k in self.data_keys if k in params}
 
 
 @dataclass
@@ -82,6 +89,33 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def text_classify(path: str | None = None, **settings) -> Data:
+    from nets.data.text import load_newsgroups
+    return load_newsgroups(path, **settings)
+
+
+def text_corpus(path: str | None = None, **settings) -> Data:
+    from nets.data.text import load_corpus
+    return load_corpus(path, **settings)
+
+
+RECIPES["textcnn"] = Recipe(
+    "textcnn", models.text_cnn, "nll", text_classify,
+    {"epochs": 2, "batch_size": 128, "lr": 0.01, "optimizer": "adagrad", **_COMMON, "lr_decay": 2e-4,
+     "embed": 100, "filters": 128, "hidden": 100, "fine_tune": False,
+     "seq_len": 1000, "classes": None, "vocab": 20000, "skip_top": 10, "glove": None,
+     "drop_headers": False, "val_fraction": 0.2},
+    _CLASSIFY,
+    data_keys=("seq_len", "classes", "vocab", "skip_top", "glove", "drop_headers", "val_fraction"))
+
+RECIPES["rnn"] = Recipe(
+    "rnn", models.rnn_lm, "seq_nll", text_corpus,
+    {"epochs": 2, "batch_size": 12, "lr": 0.1, "optimizer": "sgd", **_COMMON, "hidden": 40,
+     "vocab": 4000, "max_len": 50, "val_fraction": 0.2},
+    {"loss": "minimize", "val_loss": "minimize", "val_ppl": "minimize"},
+    data_keys=("vocab", "max_len", "val_fraction"))
+
+
 def get_recipe(name_or_recipe: str | Recipe) -> Recipe:
     if isinstance(name_or_recipe, Recipe):
         return name_or_recipe
@@ -103,9 +137,53 @@ def resolve_params(recipe: Recipe, params: dict | None) -> dict:
     return merged
 
 
-def build_model(recipe: Recipe, params: dict, seed: int = 0, dtype=np.float32) -> Model:
-    arch = {"recipe": recipe.name, "hparams": recipe.arch_params(params)}
-    return recipe.build(**recipe.arch_params(params), seed=seed, dtype=dtype, arch=arch)
+def load_data(recipe: str | Recipe, path: str | None = None, params: dict | None = None) -> Data:
+    """The recipe's data at `path`, read with the data settings among `params` (defaults otherwise)."""
+    recipe = get_recipe(recipe)
+    return recipe.load_data(path, **recipe.data_params(params or {}))
+
+
+def data_info(data) -> dict | None:
+    """The text metadata of a Data (vocabulary, classes, sizes), also found on its splits."""
+    info = getattr(data, "info", None)
+    return info if info is not None else getattr(getattr(data, "train", None), "info", None)
+
+
+def build_model(recipe: Recipe, params: dict, seed: int = 0, dtype=np.float32, info: dict | None = None) -> Model:
+    """The recipe's model; `info` (a text Data's info) adds the sizes the data fixes, the vocabulary,
+    the class names and pre-trained embedding vectors."""
+    hparams = {**recipe.arch_params(params), **((info or {}).get("arch") or {})}
+    arch = {"recipe": recipe.name, "hparams": hparams}
+    model = recipe.build(**hparams, seed=seed, dtype=dtype, arch=arch)
+    if info:
+        attach_text_info(model, info)
+    return model
+
+
+def attach_text_info(model: Model, info: dict) -> None:
+    """Vocabulary and class names onto the model (nets.save keeps them); GloVe vectors into its table."""
+    model.vocab = list(info.get("vocab") or [])
+    if info.get("classes") is not None:
+        model.classes = list(info["classes"])
+    if info.get("embedding") is not None:
+        from nets.text_layers import Embedding
+        next(layer for layer in model.layers if isinstance(layer, Embedding)).set_table(info["embedding"])
+
+
+def check_data_params(recipe: Recipe, explicit: dict, info: dict | None) -> None:
+    """Data read beforehand must have been read with the data settings asked for now, and explicit
+    architecture settings must fit the sizes the data fixes (--embed vs the GloVe vectors' width)."""
+    for k, v in ((info or {}).get("arch") or {}).items():   # sizes the data fixes (GloVe's width)
+        if k in explicit and explicit[k] != v:
+            raise ConfigError(f"{recipe.name}: {k}={explicit[k]!r} does not fit the data, which fixes {k}={v!r}")
+    read_with = (info or {}).get("data_params")
+    if not read_with:
+        return
+    diff = {k: v for k, v in recipe.data_params(explicit).items() if k in read_with and read_with[k] != v}
+    if diff:
+        k = sorted(diff)[0]
+        raise ConfigError(f"{recipe.name}: the data was read with {k}={read_with[k]!r}, not {diff[k]!r}; "
+                          "read it again with these settings (nets.recipes.load_data)")
 
 
 def train(recipe: str | Recipe, params: dict | None = None, data=None, *, epochs: int | None = None,
@@ -117,8 +195,10 @@ def train(recipe: str | Recipe, params: dict | None = None, data=None, *, epochs
     if epochs is not None:
         p["epochs"] = int(epochs)
     if not isinstance(data, Data):
-        data = recipe.load_data(data)
-    model = build_model(recipe, p, seed)
+        data = recipe.load_data(data, **recipe.data_params(p))
+    info = data_info(data)
+    check_data_params(recipe, params or {}, info)
+    model = build_model(recipe, p, seed, info=info)
     opt = make_optimizer(p["optimizer"], p["lr"], momentum=p["momentum"], lr_decay=p["lr_decay"],
                          weight_decay=p["weight_decay"])
     cfg = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], seed=seed)

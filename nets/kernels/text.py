@@ -1,0 +1,216 @@
+"""Kernels of the text nets: embedding lookup, 1-D convolution (im2col by row chunks), 1-D max-pool,
+the Elman recurrence (forward and backpropagation through time) and the gathers that skip padding.
+
+Layout is channel-last: sequences are (B, T, C). Matmuls are left to BLAS (np.matmul with out=) by the
+layers; these kernels do the loops BLAS cannot. Transcendentals on big arrays are left to numpy's SIMD
+ufuncs (np.exp, np.tanh); only the recurrence, which is sequential in time, calls math.tanh here.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+
+# ----------------------------------------------------------------------------------- embedding
+
+@njit(cache=True)
+def embedding_forward(out, ids, table):
+    # out: (N, D)  ids: (N,) int in [0, V)  table: (V, D); id 0 (padding) gives zeros, whatever row 0 holds
+    N, D = out.shape
+    zero = out.dtype.type(0.0)
+    for n in range(N):
+        r = ids[n]
+        if r == 0:
+            for d in range(D):
+                out[n, d] = zero
+        else:
+            for d in range(D):
+                out[n, d] = table[r, d]
+
+
+@njit(cache=True)
+def embedding_backward(gtable, dout, ids):
+    # gtable: (V, D) += dout[n] into row ids[n] for every non-padding id (the caller cleared gtable)
+    # dout: (N, D)  ids: (N,)
+    N, D = dout.shape
+    for n in range(N):
+        r = ids[n]
+        if r != 0:
+            for d in range(D):
+                gtable[r, d] += dout[n, d]
+
+
+@njit(cache=True)
+def ids_in_range(ids, V):
+    # ids: (N,) -> True when every id is in [0, V)
+    for n in range(ids.shape[0]):
+        if ids[n] < 0 or ids[n] >= V:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- 1-D convolution
+
+@njit(cache=True)
+def im2col_1d(col, x, k, r0):
+    # col: (R, K*C) rows r0..r0+R of the (B*OT, K*C) patch matrix  x: (B, T, C); OT = T - K + 1.
+    # A patch x[b, t:t+K, :] is K*C contiguous values (channel-last), copied as one run.
+    B, T, C = x.shape
+    OT = T - k + 1
+    R, KC = col.shape
+    for i in range(R):
+        r = r0 + i
+        b = r // OT
+        t = r - b * OT
+        src = x[b].reshape(-1)          # (T*C,)
+        s = t * C
+        for j in range(KC):
+            col[i, j] = src[s + j]
+
+
+@njit(cache=True)
+def col2im_1d(dx, dcol, k, r0):
+    # dx: (B, T, C) += the patches of dcol: (R, K*C), rows r0..r0+R; dx is zeroed by the caller
+    B, T, C = dx.shape
+    OT = T - k + 1
+    R, KC = dcol.shape
+    for i in range(R):
+        r = r0 + i
+        b = r // OT
+        t = r - b * OT
+        dst = dx[b].reshape(-1)         # (T*C,)
+        s = t * C
+        for j in range(KC):
+            dst[s + j] += dcol[i, j]
+
+
+@njit(cache=True)
+def act_backward_bias_acc(dz, db, dy, y, act):
+    # dz: (R, K) = dy * act'(y) (act: 0 none, 1 tanh, 2 relu, 3 sigmoid); db: (K,) += sum over rows
+    R, K = y.shape
+    zero = y.dtype.type(0.0)
+    one = y.dtype.type(1.0)
+    for n in range(R):
+        for j in range(K):
+            g = dy[n, j]
+            v = y[n, j]
+            if act == 1:
+                g = g * (one - v * v)
+            elif act == 2:
+                g = g if v > zero else zero
+            elif act == 3:
+                g = g * v * (one - v)
+            dz[n, j] = g
+            db[j] += g
+
+
+# ------------------------------------------------------------------------------ 1-D max-pool
+
+@njit(cache=True)
+def maxpool1d_forward(out, arg, x, k):
+    # out, arg: (B, OT, C) with OT = T // k (stride k, floor)  x: (B, T, C); arg holds the time index
+    B, T, C = x.shape
+    OT = out.shape[1]
+    for b in range(B):
+        for i in range(OT):
+            t0 = i * k
+            for c in range(C):
+                out[b, i, c] = x[b, t0, c]
+                arg[b, i, c] = t0
+            for t in range(t0 + 1, t0 + k):
+                for c in range(C):
+                    v = x[b, t, c]
+                    if v > out[b, i, c]:
+                        out[b, i, c] = v
+                        arg[b, i, c] = t
+
+
+@njit(cache=True)
+def maxpool1d_backward(dx, dout, arg):
+    # dx: (B, T, C) overwritten  dout, arg: (B, OT, C)
+    B, T, C = dx.shape
+    OT = dout.shape[1]
+    zero = dx.dtype.type(0.0)
+    for b in range(B):
+        for t in range(T):
+            for c in range(C):
+                dx[b, t, c] = zero
+        for i in range(OT):
+            for c in range(C):
+                dx[b, arg[b, i, c], c] += dout[b, i, c]
+
+
+# ------------------------------------------------------------------------------- Elman RNN
+
+@njit(cache=True)
+def elman_forward(h, a, wh, bias):
+    # h: (B, T, H) out: h_t = tanh(a_t + h_{t-1} @ wh + bias), h_{-1} = 0
+    # a: (B, T, H) input term (x_t @ W_x, or x_t itself)  wh: (H, H)  bias: (H,)
+    B, T, H = a.shape
+    for b in range(B):
+        for t in range(T):
+            for j in range(H):
+                h[b, t, j] = a[b, t, j] + bias[j]
+            if t > 0:
+                for i in range(H):
+                    hi = h[b, t - 1, i]
+                    for j in range(H):
+                        h[b, t, j] += hi * wh[i, j]
+            for j in range(H):
+                h[b, t, j] = math.tanh(h[b, t, j])
+
+
+@njit(cache=True)
+def elman_backward(dz, dwh, dbias, dh, h, wh):
+    # backpropagation through time. dz: (B, T, H) out = dL/d(pre-activation)  dwh: (H, H) out
+    # dbias: (H,) out  dh: (B, T, H) dL/dh_t from the layer above  h: (B, T, H) forward output  wh: (H, H)
+    B, T, H = h.shape
+    zero = h.dtype.type(0.0)
+    one = h.dtype.type(1.0)
+    for i in range(H):
+        dbias[i] = zero
+        for j in range(H):
+            dwh[i, j] = zero
+    for b in range(B):
+        for t in range(T - 1, -1, -1):
+            for i in range(H):
+                g = dh[b, t, i]
+                if t < T - 1:                       # h_t feeds z_{t+1} = ... + h_t @ wh
+                    for j in range(H):
+                        g += wh[i, j] * dz[b, t + 1, j]
+                v = h[b, t, i]
+                dz[b, t, i] = g * (one - v * v)
+            for j in range(H):
+                dbias[j] += dz[b, t, j]
+            if t > 0:
+                for i in range(H):
+                    hi = h[b, t - 1, i]
+                    for j in range(H):
+                        dwh[i, j] += hi * dz[b, t, j]
+
+
+# --------------------------------------------------------------------- packing (skip padding)
+
+@njit(cache=True)
+def gather_rows(out, src, rows):
+    # out: (N, D) = src[rows]  src: (M, D)  rows: (N,) int
+    N, D = out.shape
+    for n in range(N):
+        r = rows[n]
+        for d in range(D):
+            out[n, d] = src[r, d]
+
+
+@njit(cache=True)
+def scatter_rows(out, src, rows):
+    # out: (M, D) zeroed, then out[rows] = src  src: (N, D)  rows: (N,) int, distinct
+    M, D = out.shape
+    zero = out.dtype.type(0.0)
+    for m in range(M):
+        for d in range(D):
+            out[m, d] = zero
+    for n in range(rows.shape[0]):
+        r = rows[n]
+        for d in range(D):
+            out[r, d] = src[n, d]
