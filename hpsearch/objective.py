@@ -177,7 +177,9 @@ def run_trial(task: TrialTask, report: Report = _never_prune, data: Any = None) 
                            seconds=time.perf_counter() - t0, worker=where, **kw)
 
     try:
-        return done(**_train(task, report, data))
+        out = _train(task, report, data)
+        at = out.pop("first_batch_at", None)
+        return done(first_batch_s=None if at is None else at - started, **out)
     except Exception as exc:  # noqa: BLE001 - every failure of the net is a value
         return done(state=FAILED, reason=_reason(exc), traceback=traceback.format_exc(),
                     history=tuple(getattr(exc, "_hpsearch_history", ())),
@@ -203,8 +205,15 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
             raise _BadMetric(f"{task.metric} became {value} at epoch {epoch}")
         return bool(report(epoch, value))
 
+    first: list[float] = []
+
+    def on_batch(done: int, total: int) -> None:
+        if not first:
+            first.append(time.time())
+
     try:
-        res = nets.train(recipe, task.train_params(), data, seed=task.seed, on_epoch_end=on_epoch_end)
+        res = nets.train(recipe, task.train_params(), data, seed=task.seed, on_epoch_end=on_epoch_end,
+                         on_batch=on_batch)
     except Exception as exc:
         exc._hpsearch_history = tuple(seen)  # type: ignore[attr-defined]
         if seen and task.metric in seen[-1]:
@@ -212,10 +221,14 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
         raise
     history = tuple(_plain_metrics(h) for h in (res.history or seen))
     value = float(history[-1][task.metric]) if history else None
+    at = first[0] if first else None
     if res.stopped:
-        return {"state": PRUNED, "value": value, "history": history,
+        return {"state": PRUNED, "value": value, "history": history, "first_batch_at": at,
                 "reason": f"pruned after epoch {len(history)}"}
-    return {"state": COMPLETE, "value": value, "history": history, "weights": _weights(res.model)}
+    if ":" in task.net:          # a user's net: record where nets.load finds its recipe again
+        res.model.arch.setdefault("builder", task.net)
+    return {"state": COMPLETE, "value": value, "history": history, "weights": _weights(res.model),
+            "first_batch_at": at}
 
 
 def _plain_metrics(h: dict[str, Any]) -> dict[str, float]:

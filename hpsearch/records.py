@@ -67,6 +67,7 @@ class TrialResult:
         reason: why it failed or was pruned, one line; ``traceback``: the formatted traceback.
         lost: ``True`` when the worker itself died (the trial may be retried), not the config.
         weights: the trained model as a ``nets.save`` file (bytes) for completed trials.
+        first_batch_s: seconds from ``started`` to the end of the first training step.
     """
 
     trial_id: int
@@ -81,6 +82,7 @@ class TrialResult:
     worker: str = ""
     lost: bool = False
     weights: bytes | None = field(default=None, repr=False)
+    first_batch_s: float | None = None   # seconds from the trial's start to its first trained batch
 
     @property
     def epochs(self) -> int:

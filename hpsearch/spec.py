@@ -90,8 +90,8 @@ class BudgetSpec:
 
 @dataclass(frozen=True)
 class ExecutionSpec:
-    backend: str = "local"
-    parallelism: int = 1
+    backend: str = "spark"
+    parallelism: int | None = None      # None: every Spark task slot (local: every core)
     master: str | None = None
 
 
@@ -803,8 +803,10 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
     d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master"))
-    backend = ck.choice(d.get("backend", "local"), ("execution", "backend"), BACKENDS, "backend")
-    parallelism = ck.integer(d.get("parallelism", 1), ("execution", "parallelism"), minimum=1)
+    backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
+    parallelism = d.get("parallelism")
+    if parallelism is not None:
+        parallelism = ck.integer(parallelism, ("execution", "parallelism"), minimum=1)
     master = ck.string(d.get("master"), ("execution", "master"), optional=True)
     return ExecutionSpec(backend, parallelism, master)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResult, TrialTask
+from hpsearch.backends._parallelism import parallelism_notes
 from hpsearch.space import DefineByRun
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class Observer:
 # --------------------------------------------------------------------------- public API
 
 def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun | None = None,
-              observer: Observer | None = None) -> SweepSummary:
+              observer: Observer | None = None, spark: Any = None) -> SweepSummary:
     """Run (or resume, or extend) a study until its budget is met.
 
     Args:
@@ -129,13 +130,15 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
         extend: run this many trials more than the study already has, whatever the budget.
         space: a define-by-run space ``space(trial) -> params`` used instead of the spec's.
         observer: gets progress events.
+        spark: an existing SparkSession for the spark backend (reused across sweeps); by default
+            the backend gets or creates one for ``execution.master``.
 
     Raises:
         HpsearchError: bad input or setup, before anything was created.
     """
     if extend is not None and extend < 1:
         raise SpecError(spec.file, "--extend", f"must be >= 1; got {extend}")
-    sweep = _Sweep(spec, space, observer or Observer())
+    sweep = _Sweep(spec, space, observer or Observer(), spark)
     return sweep.run(extend)
 
 
@@ -245,7 +248,9 @@ class _State:
 class _Sweep:
     """One sweep of one study: the driver's state and its steps."""
 
-    def __init__(self, spec: StudySpec, space: DefineByRun | None, observer: Observer) -> None:
+    def __init__(self, spec: StudySpec, space: DefineByRun | None, observer: Observer,
+                 spark: Any = None) -> None:
+        self.spark = spark
         self.spec = spec
         self.space = space
         self.obs = observer
@@ -264,12 +269,14 @@ class _Sweep:
         recipe = resolve_recipe(spec.net)
         data = _load_data(spec, recipe)
         dists = distributions(spec.space) if self.space is None else None
-        cores = os.cpu_count() or 1
-        if spec.execution.backend == "local" and spec.execution.parallelism > cores:
-            self._note(f"parallelism {spec.execution.parallelism} > {cores} cores here: trials will "
-                       f"share cores and each runs slower")
+        if spec.execution.backend == "spark" and self.spark is None:
+            self._note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
-                               data=data, master=spec.execution.master, study_name=spec.name)
+                               data=data, master=spec.execution.master, study_name=spec.name,
+                               spark=self.spark)
+        for text in parallelism_notes(backend.parallelism, getattr(backend, "slots", None),
+                                      spec.budget.trials, spec.sampler.name):
+            self._note(text)
         return backend, dists
 
     def _open_study(self) -> optuna.Study:

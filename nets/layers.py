@@ -96,12 +96,20 @@ class Linear(Layer):
 
 
 class Conv2d(Layer):
-    """NHWC convolution: x (B, H, W, C) -> act(conv(x) + b) (B, OH, OW, OC); W: (KH*KW*C, OC)."""
+    """NHWC convolution: x (B, H, W, C) -> act(conv(x) + b) (B, OH, OW, OC); W: (KH*KW*C, OC).
+
+    `pool=p` fuses a p x p max-pool of stride p (floor mode) after the bias: the output is then
+    act(maxpool(conv(x) + b)), which equals maxpool(act(conv(x) + b)) for the monotonic activations
+    here, (B, OH//p, OW//p, OC), and the act runs on the pooled values only.
+    One input channel with stride 1 and no padding (LeNet's first layer) runs as direct "flat row"
+    kernels (nets.kernels.conv.conv1ch_*); everything else is im2col + one BLAS matmul.
+    """
 
     def __init__(self, n_out: int, kernel: int, stride: int = 1, pad: int = 0,
-                 act: str | None = None) -> None:
+                 act: str | None = None, pool: int = 0) -> None:
         super().__init__()
         self.n_out, self.k, self.stride, self.pad, self.act = int(n_out), int(kernel), int(stride), int(pad), act
+        self.pool = int(pool or 0)
         self._act = ACTS[act]
 
     def build(self, in_shape):
@@ -113,15 +121,42 @@ class Conv2d(Layer):
         fan_in = self.k * self.k * C
         self.param("w", (fan_in, self.n_out), fan_in)
         self.param("b", (self.n_out,), fan_in)
+        self.flat = C == 1 and self.pad == 0 and self.stride == 1
+        self.in_w = W
+        if self.pool:
+            ph, pw = self.oh // self.pool, self.ow // self.pool
+            if ph < 1 or pw < 1:
+                raise ValueError(f"Conv2d pool {self.pool} does not fit its output {(self.oh, self.ow)}")
+            return (ph, pw, self.n_out)
         return (self.oh, self.ow, self.n_out)
 
     def forward(self, x):
         B = x.shape[0]
-        self.x_shape = x.shape
+        OC, W = self.n_out, self.in_w
+        self.x = x
+        p = self.pool
+        if p:
+            out = self.buf("out", (B, self.oh // p, self.ow // p, OC))
+        if self.flat:
+            L = (self.oh - 1) * W + self.ow
+            if p:
+                self.arg = self.buf("arg", (B, OC, self.oh // p, self.ow // p), np.int32)
+                kc.conv1ch_pool_forward(out, self.arg, self.buf("ys", (OC, L)), x, self.p["w"],
+                                        self.p["b"], self.k, self.k, p)
+            else:
+                yp = self.buf("yp", (B, OC, L))
+                kc.conv1ch_forward(yp, x, self.p["w"], self.p["b"], self.k, self.k)
+                out = self.buf("y", (B, self.oh, self.ow, OC))
+                kc.planar_to_nhwc(out, yp, W)
+            ka.apply_act(out.reshape(-1, OC), None, self._act)
+            self.y = out
+            return out
+        if p:
+            self.arg = self.buf("arg", out.shape, np.int32)
         rows = B * self.oh * self.ow
         K = self.specs[0][1][0]
-        y = self.buf("y", (rows, self.n_out))
-        # one input channel: build the patch matrix transposed, so every copy is a run of OW values
+        y = self.buf("y", (rows, OC))
+        # one input channel (strided): build the patch matrix transposed, so every copy is a run of OW values
         self.transposed = x.shape[3] == 1 and self.pad == 0
         if self.transposed:
             col = self.buf("colt", (K, rows))
@@ -131,19 +166,42 @@ class Conv2d(Layer):
             col = self.buf("col", (rows, K))
             kc.im2col(col, x, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
             np.matmul(col, self.p["w"], out=y)
+        self.col = col
+        if p:
+            kc.pool_bias_forward(out, self.arg, y.reshape(B, self.oh, self.ow, OC), self.p["b"], p)
+            ka.apply_act(out.reshape(-1, OC), None, self._act)
+            self.y = out
+            return out
         ka.apply_act(y, self.p["b"], self._act)
-        self.col, self.y = col, y
-        return y.reshape(B, self.oh, self.ow, self.n_out)
+        self.y = y
+        return y.reshape(B, self.oh, self.ow, OC)
 
     def backward(self, dy):
-        dy2 = dy.reshape(self.y.shape)
-        dz = self.buf("dz", dy2.shape)
-        ka.act_backward_bias(dz, self.g["b"], dy2, self.y, self._act)
+        B = dy.shape[0]
+        OC = self.n_out
+        p = self.pool
+        if self.flat:
+            yp_shape = (B, OC, (self.oh - 1) * self.in_w + self.ow)
+            dzp = self.buf("dzp", yp_shape)
+            if p:
+                kc.pool_planar_backward(dzp, self.g["b"], dy, self.y, self.arg, self._act)
+            else:
+                dz = self.buf("dz", (B * self.oh * self.ow, OC))
+                ka.act_backward_bias(dz, self.g["b"], dy.reshape(dz.shape), self.y.reshape(dz.shape), self._act)
+                kc.nhwc_to_planar(dzp, dz.reshape(B, self.oh, self.ow, OC), self.in_w)
+            dx = self.buf("dx", self.x.shape) if self.need_dx else self.buf("dx0", (1, 1, 1, 1))
+            kc.conv1ch_backward(self.g["w"], dx, dzp, self.x, self.p["w"], self.k, self.k, self.need_dx)
+            return dx if self.need_dx else None
+        dz = self.buf("dz", (B * self.oh * self.ow, OC))
+        if p:
+            kc.pool_bias_backward(dz, self.g["b"], dy, self.y, self.arg, self._act)
+        else:
+            ka.act_backward_bias(dz, self.g["b"], dy.reshape(dz.shape), self.y, self._act)
         colt = self.col if self.transposed else self.col.T
         np.matmul(colt, dz, out=self.g["w"])
         if not self.need_dx:
             return None
-        dx = self.buf("dx", self.x_shape)
+        dx = self.buf("dx", self.x.shape)
         if self.transposed:
             dcolt = self.buf("dcolt", self.col.shape)
             np.matmul(self.p["w"], dz.T, out=dcolt)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nets.layers import Activation, Conv2d, Flatten, Linear, MaxPool2d
+from nets.layers import Activation, Conv2d, Flatten, Linear
 from nets.model import Model
 
 MNIST_MEAN = 0.13066047740239506
@@ -15,17 +15,15 @@ def lenet5(hidden: int = 100, conv1: int = 6, conv2: int = 12, classes: int = 10
     """1x28x28 -> conv 6@5x5 -> tanh -> maxpool 2 -> tanh -> conv 12@5x5 -> maxpool 2 -> 192
     -> linear hidden -> tanh -> linear classes -> log-softmax (the loss fuses the log-softmax)."""
     # tanh is monotonic, so maxpool(tanh(z)) == tanh(maxpool(z)): the first tanh runs after the
-    # pool, on a quarter of the values, with identical outputs and gradients.
+    # pool, on a quarter of the values, with identical outputs and gradients; both pools are fused
+    # into their convolutions (Conv2d(pool=2): conv + bias + max-pool + act in one layer).
     layers = [
-        Conv2d(conv1, 5),                  # (B, 24, 24, 6)
-        MaxPool2d(2),                      # (B, 12, 12, 6)
-        Activation("tanh"),                # the conv's tanh, moved past the pool
+        Conv2d(conv1, 5, act="tanh", pool=2),      # (B, 12, 12, 6) = tanh(maxpool(conv))
         Activation("tanh"),
-        Conv2d(conv2, 5),                  # (B, 8, 8, 12)
-        MaxPool2d(2),                      # (B, 4, 4, 12)
-        Flatten(),                         # (B, 192)
-        Linear(hidden, act="tanh"),        # (B, hidden)
-        Linear(classes),                   # (B, classes) logits
+        Conv2d(conv2, 5, pool=2),                  # (B, 4, 4, 12) = maxpool(conv)
+        Flatten(),                                 # (B, 192)
+        Linear(hidden, act="tanh"),                # (B, hidden)
+        Linear(classes),                           # (B, classes) logits
     ]
     return Model(layers, (28, 28, 1), seed=seed, dtype=dtype, head="logsoftmax", arch=arch)
 

@@ -19,8 +19,8 @@ BACKENDS: dict[str, str] = {
 _EXTRAS = {"spark": "hpsearch[spark]"}
 
 
-def make_backend(name: str, *, parallelism: int, data: Any = None, master: str | None = None,
-                 study_name: str = "hpsearch") -> Backend:
+def make_backend(name: str, *, parallelism: int | None, data: Any = None, master: str | None = None,
+                 study_name: str = "hpsearch", spark: Any = None) -> Backend:
     """A backend by registry name; BackendError when it is unknown or cannot be loaded."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}'", "valid: " + ", ".join(BACKENDS))
@@ -34,7 +34,7 @@ def make_backend(name: str, *, parallelism: int, data: Any = None, master: str |
         extra = _EXTRAS.get(name, exc.name or "the missing package")
         raise BackendError(f"the {name} backend needs {exc.name}: {exc}",
                            f"pip install '{extra}'") from None
-    return factory(parallelism=parallelism, data=data, master=master, study_name=study_name)
+    return factory(parallelism=parallelism, data=data, master=master, study_name=study_name, spark=spark)
 
 
 __all__ = ["BACKENDS", "Backend", "make_backend"]

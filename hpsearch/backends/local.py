@@ -109,9 +109,9 @@ class LocalBackend(Backend):
         master, study_name: unused (the Spark backend's master URL and job names).
     """
 
-    def __init__(self, *, parallelism: int = 1, data: Any = None, master: str | None = None,
-                 study_name: str = "") -> None:
-        self.parallelism = max(1, int(parallelism))
+    def __init__(self, *, parallelism: int | None = None, data: Any = None, master: str | None = None,
+                 study_name: str = "", spark: Any = None) -> None:
+        self.parallelism = max(1, int(parallelism or os.cpu_count() or 1))
         self._blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL) if data is not None else None
         self._ctx = mp.get_context("spawn")
         self._idle: list[_Worker] = []

@@ -117,3 +117,259 @@ def col2im(dx, dcol, kh, kw, stride, pad, oh, ow):
                             for c in range(C):
                                 dx[b, hi, wj, c] += dcol[r, k + c]
                         k += C
+
+
+# ------------------------------------------------------------------------------------------------
+# One input channel, stride 1, no padding: "flat rows". Per sample, x is a flat vector of H*W values
+# and the output of channel oc is kept planar in the same row pitch W: position (i, j) at t = i*W + j,
+# t < L = (OH-1)*W + OW (the columns j >= OW of that layout are junk in the forward pass and must be
+# zero in gradients). Tap (di, dj) is then one long axpy  y[oc, t] += w[k, oc] * x[di*W + dj + t],
+# which vectorises over t, and its weight gradient one long dot product.
+
+FM = {"reassoc", "contract", "nsz"}
+
+
+@njit(cache=True, fastmath=FM)
+def _conv1ch_sample(ys, xb, w, bias, kh, kw, W):
+    # ys: (OC, L) = conv of one flat sample xb (H*W,) + bias; four taps per pass over the row
+    # (slices keep the indices non-negative, so LLVM vectorises the t loops)
+    OC, L = ys.shape
+    K = kh * kw
+    for oc in range(OC):
+        yr = ys[oc]
+        bv = bias[oc]
+        for t in range(L):
+            yr[t] = bv
+        k = 0
+        while k + 4 <= K:
+            s0 = (k // kw) * W + k % kw
+            s1 = ((k + 1) // kw) * W + (k + 1) % kw
+            s2 = ((k + 2) // kw) * W + (k + 2) % kw
+            s3 = ((k + 3) // kw) * W + (k + 3) % kw
+            w0, w1, w2, w3 = w[k, oc], w[k + 1, oc], w[k + 2, oc], w[k + 3, oc]
+            x0, x1, x2, x3 = xb[s0:s0 + L], xb[s1:s1 + L], xb[s2:s2 + L], xb[s3:s3 + L]
+            for t in range(L):
+                yr[t] += (w0 * x0[t] + w1 * x1[t]) + (w2 * x2[t] + w3 * x3[t])
+            k += 4
+        while k < K:
+            s0 = (k // kw) * W + k % kw
+            w0 = w[k, oc]
+            x0 = xb[s0:s0 + L]
+            for t in range(L):
+                yr[t] += w0 * x0[t]
+            k += 1
+
+
+@njit(cache=True, fastmath=FM)
+def conv1ch_forward(yp, x, w, bias, kh, kw):
+    # yp: (B, OC, L) planar, overwritten with conv(x) + bias  x: (B, H, W, 1)  w: (KH*KW, OC)
+    B, H, W, _ = x.shape
+    xf = x.reshape(B, H * W)
+    for b in range(B):
+        _conv1ch_sample(yp[b], xf[b], w, bias, kh, kw, W)
+
+
+@njit(cache=True, fastmath=FM)
+def conv1ch_pool_forward(out, arg, ys, x, w, bias, kh, kw, p):
+    # conv + bias + p x p max-pool (stride p) per sample, the conv rows staying in L1:
+    # out: (B, PH, PW, OC) NHWC  arg: (B, OC, PH, PW) int32, offset t of each maximum in the planar
+    # (OC, L) conv output of its sample  ys: (OC, L) scratch
+    B, H, W, _ = x.shape
+    _, PH, PW, OC = out.shape
+    xf = x.reshape(B, H * W)
+    for b in range(B):
+        _conv1ch_sample(ys, xf[b], w, bias, kh, kw, W)
+        for oc in range(OC):
+            yr = ys[oc]
+            for r in range(PH):
+                if p == 2:
+                    t0 = 2 * r * W
+                    r0 = yr[t0:t0 + 2 * PW]
+                    r1 = yr[t0 + W:t0 + W + 2 * PW]
+                    for c in range(PW):
+                        v = r0[2 * c]
+                        a = t0 + 2 * c
+                        u = r0[2 * c + 1]
+                        if u > v:
+                            v = u
+                            a = t0 + 2 * c + 1
+                        u = r1[2 * c]
+                        if u > v:
+                            v = u
+                            a = t0 + W + 2 * c
+                        u = r1[2 * c + 1]
+                        if u > v:
+                            v = u
+                            a = t0 + W + 2 * c + 1
+                        out[b, r, c, oc] = v
+                        arg[b, oc, r, c] = a
+                else:
+                    for c in range(PW):
+                        t0 = r * p * W + c * p
+                        v = yr[t0]
+                        a = t0
+                        for di in range(p):
+                            for dj in range(p):
+                                t = t0 + di * W + dj
+                                if yr[t] > v:
+                                    v = yr[t]
+                                    a = t
+                        out[b, r, c, oc] = v
+                        arg[b, oc, r, c] = a
+
+
+@njit(cache=True, fastmath=FM)
+def conv1ch_backward(gw, dx, dzp, x, w, kh, kw, need_dx):
+    # gw: (KH*KW, OC) overwritten  dzp: (B, OC, L) planar, zero in the junk columns
+    # dx: (B, H, W, 1) overwritten when need_dx
+    B, H, W, _ = x.shape
+    OC, L = dzp.shape[1], dzp.shape[2]
+    K = kh * kw
+    xf = x.reshape(B, H * W)
+    zero = gw.dtype.type(0.0)
+    gw[:] = zero
+    for b in range(B):
+        xb = xf[b]
+        for oc in range(OC):
+            dr = dzp[b, oc]
+            k = 0
+            while k + 4 <= K:
+                s0 = (k // kw) * W + k % kw
+                s1 = ((k + 1) // kw) * W + (k + 1) % kw
+                s2 = ((k + 2) // kw) * W + (k + 2) % kw
+                s3 = ((k + 3) // kw) * W + (k + 3) % kw
+                x0, x1, x2, x3 = xb[s0:s0 + L], xb[s1:s1 + L], xb[s2:s2 + L], xb[s3:s3 + L]
+                a0 = zero
+                a1 = zero
+                a2 = zero
+                a3 = zero
+                for t in range(L):
+                    d = dr[t]
+                    a0 += x0[t] * d
+                    a1 += x1[t] * d
+                    a2 += x2[t] * d
+                    a3 += x3[t] * d
+                gw[k, oc] += a0
+                gw[k + 1, oc] += a1
+                gw[k + 2, oc] += a2
+                gw[k + 3, oc] += a3
+                k += 4
+            while k < K:
+                s0 = (k // kw) * W + k % kw
+                x0 = xb[s0:s0 + L]
+                a0 = zero
+                for t in range(L):
+                    a0 += x0[t] * dr[t]
+                gw[k, oc] += a0
+                k += 1
+    if not need_dx:
+        return
+    dxf = dx.reshape(B, H * W)
+    dxf[:] = zero
+    for b in range(B):
+        xb = dxf[b]
+        for oc in range(OC):
+            dr = dzp[b, oc]
+            for k in range(K):
+                s0 = (k // kw) * W + k % kw
+                w0 = w[k, oc]
+                x0 = xb[s0:s0 + L]
+                for t in range(L):
+                    x0[t] += w0 * dr[t]
+
+
+@njit(cache=True)
+def planar_to_nhwc(y, yp, W):
+    # y: (B, OH, OW, OC) from yp: (B, OC, L) with row pitch W
+    B, OH, OW, OC = y.shape
+    for b in range(B):
+        for i in range(OH):
+            for j in range(OW):
+                t = i * W + j
+                for oc in range(OC):
+                    y[b, i, j, oc] = yp[b, oc, t]
+
+
+@njit(cache=True)
+def nhwc_to_planar(dzp, dz, W):
+    # dzp: (B, OC, L) overwritten (junk columns zeroed) from dz: (B, OH, OW, OC)
+    B, OH, OW, OC = dz.shape
+    dzp[:] = 0
+    for b in range(B):
+        for i in range(OH):
+            for j in range(OW):
+                t = i * W + j
+                for oc in range(OC):
+                    dzp[b, oc, t] = dz[b, i, j, oc]
+
+
+@njit(cache=True)
+def pool_planar_backward(dzp, db, dy, y, arg, act):
+    # dzp: (B, OC, L) overwritten: act'(y) * dy scattered to the maxima, zero elsewhere; db: (OC,)
+    # dy, y: (B, PH, PW, OC)  arg: (B, OC, PH, PW) from conv1ch_pool_forward
+    B, PH, PW, OC = dy.shape
+    zero = dzp.dtype.type(0.0)
+    one = dzp.dtype.type(1.0)
+    dzp[:] = zero
+    db[:] = zero
+    for b in range(B):
+        for r in range(PH):
+            for c in range(PW):
+                for oc in range(OC):
+                    g = _act_grad(dy[b, r, c, oc], y[b, r, c, oc], act, zero, one)
+                    dzp[b, oc, arg[b, oc, r, c]] += g
+                    db[oc] += g
+
+
+@njit(cache=True)
+def pool_bias_forward(out, arg, y, bias, p):
+    # p x p max-pool, stride p, of NHWC y (B, OH, OW, OC) plus bias into out (B, PH, PW, OC);
+    # arg: flat index of the maximum into y
+    B, OH, OW, OC = y.shape
+    _, PH, PW, _ = out.shape
+    yf = y.reshape(-1)
+    for b in range(B):
+        for r in range(PH):
+            for c in range(PW):
+                base = ((b * OH + r * p) * OW + c * p) * OC
+                for oc in range(OC):
+                    best = yf[base + oc]
+                    bi = base + oc
+                    for di in range(p):
+                        for dj in range(p):
+                            q = base + (di * OW + dj) * OC + oc
+                            if yf[q] > best:
+                                best = yf[q]
+                                bi = q
+                    out[b, r, c, oc] = best + bias[oc]
+                    arg[b, r, c, oc] = bi
+
+
+@njit(cache=True)
+def pool_bias_backward(dz, db, dy, y, arg, act):
+    # dz: (B*OH*OW, OC) overwritten: act'(y) * dy scattered to the maxima; db: (OC,)
+    B, PH, PW, OC = dy.shape
+    zero = dz.dtype.type(0.0)
+    one = dz.dtype.type(1.0)
+    dzf = dz.reshape(-1)
+    dzf[:] = zero
+    db[:] = zero
+    for b in range(B):
+        for r in range(PH):
+            for c in range(PW):
+                for oc in range(OC):
+                    g = _act_grad(dy[b, r, c, oc], y[b, r, c, oc], act, zero, one)
+                    dzf[arg[b, r, c, oc]] += g
+                    db[oc] += g
+
+
+@njit(cache=True, inline="always")
+def _act_grad(g, v, act, zero, one):
+    # act codes as nets.kernels.activations: 0 none, 1 tanh, 2 relu, 3 sigmoid
+    if act == 1:
+        return g * (one - v * v)
+    if act == 2:
+        return g if v > zero else zero
+    if act == 3:
+        return g * v * (one - v)
+    return g

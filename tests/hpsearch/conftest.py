@@ -24,7 +24,9 @@ def write_study(directory: Path, name: str, data: dict) -> Path:
 
 
 def lenet_dict(**changes) -> dict:
+    """The shipped LeNet study, on the local backend unless ``execution`` is given."""
     data = yaml.safe_load((STUDIES / "lenet.yaml").read_text())
+    data["execution"] = {"backend": "local", "parallelism": 2}
     data.update(changes)
     return data
 
@@ -50,3 +52,15 @@ def mlflow_runs(tmp_path: Path, experiment: str) -> list:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for the whole test run; its Python workers can import the test
+    recipes (PYTHONPATH is set before the JVM starts)."""
+    pytest.importorskip("pyspark")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
+    from hpsearch.backends.spark import spark_session
+    session = spark_session("local[2]", app_name="hpsearch-tests")
+    yield session
+    session.stop()

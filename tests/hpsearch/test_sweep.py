@@ -172,7 +172,8 @@ def test_failing_trials_are_failed_with_reason_and_the_sweep_goes_on(tmp_path: P
 def test_hyperband_prunes_a_third_and_saves_epochs(tmp_path: Path, env: dict) -> None:
     spec = tmp_path / "lenet.yaml"
     spec.write_text((STUDIES / "lenet.yaml").read_text())  # as shipped: 12 trials, 6 epochs, hyperband
-    proc = run_cli(["run", str(spec)], env, tmp_path, timeout=600)
+    proc = run_cli(["run", str(spec), "--backend", "local", "--parallelism", "2"], env, tmp_path,
+                   timeout=600)
     assert proc.returncode == 0, proc.stderr
     trials = _study(tmp_path).trials
     assert len(trials) == 12

@@ -78,3 +78,47 @@ def test_float32_forward_matches_float64():
     m32, m64 = lenet5(seed=3), lenet5(seed=3, dtype=np.float64)
     x = rng.standard_normal((4, 28, 28, 1))
     np.testing.assert_allclose(m32.forward(x.astype(np.float32)), m64.forward(x), rtol=1e-4, atol=1e-5)
+
+
+# fused conv + max-pool, and the direct "flat row" kernels of one input channel (stride 1, no pad)
+FUSED = [
+    pytest.param(lambda: Conv2d(3, 5, act="tanh", pool=2), (12, 11, 1), 2, id="conv1ch-pool2-tanh-odd"),
+    pytest.param(lambda: Conv2d(2, 3, pool=2), (7, 8, 1), 1, id="conv1ch-pool2-batch1"),
+    pytest.param(lambda: Conv2d(4, 3, act="sigmoid", pool=3), (11, 9, 1), 2, id="conv1ch-pool3-sigmoid"),
+    pytest.param(lambda: Conv2d(3, 3, act="relu"), (6, 9, 1), 2, id="conv1ch-relu-nopool"),
+    pytest.param(lambda: Conv2d(2, 4), (4, 5, 1), 1, id="conv1ch-nopool-batch1"),
+    pytest.param(lambda: Conv2d(2, 3, stride=2), (9, 8, 1), 2, id="conv1ch-stride2-im2col-t"),
+    pytest.param(lambda: Conv2d(3, 3, pool=2), (9, 8, 2), 2, id="conv-pool2-odd"),
+    pytest.param(lambda: Conv2d(4, 3, act="tanh", pool=2), (8, 8, 3), 1, id="conv-pool2-tanh-batch1"),
+    pytest.param(lambda: Conv2d(2, 3, stride=2, pad=1, act="relu", pool=2), (9, 7, 2), 2,
+                 id="conv-stride2-pad1-pool2-relu"),
+]
+
+
+@pytest.mark.parametrize("make, in_shape, batch", FUSED)
+def test_fused_conv_gradients(make, in_shape, batch):
+    errors = check_layer(make(), in_shape, batch)
+    assert max(errors.values()) <= TOL, errors
+
+
+@pytest.mark.parametrize("act", [None, "tanh", "relu", "sigmoid"])
+@pytest.mark.parametrize("in_shape", [(12, 11, 1), (9, 10, 3)])
+def test_fused_conv_pool_matches_separate_layers(act, in_shape):
+    """Conv2d(pool=p) == Conv2d -> MaxPool2d -> act, values and gradients (float64)."""
+    from nets.model import Model
+    rng = np.random.default_rng(7)
+    fused = Model([Conv2d(4, 3, act=act, pool=2)], in_shape, dtype=np.float64, seed=1)
+    sep = Model([Conv2d(4, 3), MaxPool2d(2)] + ([Activation(act)] if act else []), in_shape,
+                dtype=np.float64, seed=1)
+    for m in (fused, sep):
+        m.layers[0].need_dx = True
+    x = rng.standard_normal((3,) + in_shape)
+    ya, yb = fused.forward(x), sep.forward(x)
+    np.testing.assert_allclose(ya, yb, rtol=1e-12, atol=1e-12)
+    d = rng.standard_normal(ya.shape)
+    dxa = fused.layers[0].backward(d.copy()).copy()
+    dy = d.copy()
+    for layer in reversed(sep.layers):
+        dy = layer.backward(dy)
+    np.testing.assert_allclose(dxa, dy, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fused.grads, sep.grads, rtol=1e-10, atol=1e-12)

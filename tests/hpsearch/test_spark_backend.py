@@ -1,0 +1,83 @@
+"""The Spark backend on a real local[2] session: the Backend contract plus Spark's own promises."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from dataclasses import replace
+
+import pytest
+
+from backend_contract import BackendContract, task
+from hpsearch.records import COMPLETE, FAILED
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+
+@pytest.fixture(scope="module")
+def data():
+    from hpsearch.objective import load_data, resolve_recipe
+    return load_data(resolve_recipe("lenet"), None, 200)
+
+
+@pytest.fixture
+def backend(spark, data):
+    from hpsearch.backends.spark import SparkBackend
+    return lambda parallelism, retries=2: SparkBackend(parallelism=parallelism, data=data, spark=spark,
+                                                       study_name="contract", retries=retries)
+
+
+class TestSparkBackend(BackendContract):
+    def test_workers_are_reused_across_trials(self, backend) -> None:
+        with backend(1) as b:
+            results = list(b.run([task(i) for i in range(3)]))
+        assert all(r.state == COMPLETE for r in results)
+        assert len({r.worker for r in results}) == 1      # one Python worker kept its state
+
+    def test_a_killed_worker_is_retried_and_the_trial_completes(self, backend, tmp_path) -> None:
+        marker = str(tmp_path / "died-once")
+        with backend(1) as b:
+            (result,) = b.run([task(0, net="recipes_spark:once", marker=marker)])
+        assert (tmp_path / "died-once").exists()          # the first attempt's worker was killed
+        assert result.state == COMPLETE and not result.lost
+
+    def test_a_raising_trial_is_not_retried(self, backend, spark) -> None:
+        with backend(1) as b:
+            (result,) = b.run([task(0, net="recipes_for_tests:fragile", mode="raise")])
+        assert result.state == FAILED and not result.lost
+        jobs = _jobs(spark)
+        assert sum(j["description"] == "contract trial 0" for j in jobs if j["jobGroup"] == b.group) == 1
+
+    def test_one_job_per_trial_named_after_it_in_the_ui(self, backend, spark) -> None:
+        with backend(2) as b:
+            list(b.run([task(i) for i in range(3)]))
+        mine = [j for j in _jobs(spark) if j.get("jobGroup") == b.group]
+        assert sorted(j["description"] for j in mine) == [f"contract trial {i}" for i in range(3)]
+        assert all(j["numTasks"] == 1 for j in mine)
+
+    def test_cancel_stops_running_trials_within_5s(self, backend) -> None:
+        slow = [replace(task(i, net="recipes_spark:sleepy", sleep=60.0)) for i in range(2)]
+        with backend(2) as b:
+            timer = threading.Timer(4.0, b.cancel)
+            timer.start()
+            t0 = time.monotonic()
+            results = list(b.run(slow))
+            cancelled_after = time.monotonic() - t0 - 4.0
+        assert cancelled_after < 5.0
+        assert [r.reason for r in results] == ["cancelled", "cancelled"]
+
+    def test_first_batch_within_5s_of_the_job_start(self, backend) -> None:
+        with backend(1) as b:
+            submitted = time.time()
+            (result,) = b.run([task(0)])
+        assert result.state == COMPLETE
+        first_batch_at = result.started + result.first_batch_s
+        assert first_batch_at - submitted < 5.0
+
+
+def _jobs(spark) -> list[dict]:
+    sc = spark.sparkContext
+    url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/jobs"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
