@@ -165,11 +165,15 @@ def load_data(recipe_name: str):
     return _DATA[recipe_name]
 
 
-def _zipf_words(rng, n_words: int, vocab: int) -> list[str]:
-    """n_words made-up lower-case words (letters only, >= 3 long), Zipf-distributed over `vocab` types."""
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    types = ["".join(letters[rng.integers(0, 26, 3 + i % 6)]) + f"{chr(97 + i % 26)}" for i in range(vocab)]
-    ranks = np.minimum(rng.zipf(1.3, n_words), vocab) - 1
+def _word_types(rng, vocab: int) -> list[str]:
+    """`vocab` made-up lower-case words (letters only, 4-9 long)."""
+    codes = rng.integers(97, 123, (vocab, 9), dtype=np.uint8)
+    return [codes[i, :4 + i % 6].tobytes().decode() for i in range(vocab)]
+
+
+def _zipf_words(rng, n_words: int, types: list[str]) -> list[str]:
+    """n_words words drawn Zipf-distributed (rank r with probability ~ r^-1.3) over `types`."""
+    ranks = np.minimum(rng.zipf(1.3, n_words), len(types)) - 1
     return [types[r] for r in ranks]
 
 
@@ -184,12 +188,13 @@ def load_text_data(name: str):
             corpus, docs = tvt.write_corpora(tvt.read_plays(Path(SHAKESPEARE[0])), root)
         else:
             docs, corpus = root / "docs", root / "corpus.txt"
+            types = _word_types(rng, 30000)
             for c in range(8):                     # 8 classes x 45 documents of ~1,100 words
                 (docs / f"class{c}").mkdir(parents=True)
                 for d in range(45):
-                    words = _zipf_words(rng, 1100, 30000)
+                    words = _zipf_words(rng, 1100, types)
                     (docs / f"class{c}" / f"{d:03d}.txt").write_text(" ".join(words))
-            words = _zipf_words(rng, 160_000, 8000)
+            words = _zipf_words(rng, 160_000, types[:8000])
             sents, i = [], 0
             while i < len(words):
                 n = int(rng.integers(5, 46))

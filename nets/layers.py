@@ -102,8 +102,12 @@ class Conv2d(Layer):
     act(maxpool(conv(x) + b)), which equals maxpool(act(conv(x) + b)) for the monotonic activations
     here, (B, OH//p, OW//p, OC), and the act runs on the pooled values only.
     One input channel with stride 1 and no padding (LeNet's first layer) runs as direct "flat row"
-    kernels (nets.kernels.conv.conv1ch_*); everything else is im2col + one BLAS matmul.
+    kernels (nets.kernels.conv.conv1ch_*); everything else is im2col + BLAS matmuls, in chunks of
+    patch rows that stay in L2.
     """
+
+    FWD_CHUNK_ROWS = 512      # patch rows per im2col + matmul chunk (forward)
+    BWD_CHUNK_ROWS = 2048     # rows per dcol matmul + col2im chunk (backward)
 
     def __init__(self, n_out: int, kernel: int, stride: int = 1, pad: int = 0,
                  act: str | None = None, pool: int = 0) -> None:
@@ -164,8 +168,14 @@ class Conv2d(Layer):
             np.matmul(col.T, self.p["w"], out=y)
         else:
             col = self.buf("col", (rows, K))
-            kc.im2col(col, x, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
-            np.matmul(col, self.p["w"], out=y)
+            # in chunks of about FWD_CHUNK_ROWS patch rows: each chunk's matmul reads the patches
+            # while they are still in L2 (1.5x faster at batch 1000); col is kept whole for dW
+            per = self.oh * self.ow
+            step = max(1, self.FWD_CHUNK_ROWS // per)
+            for s0 in range(0, B, step):
+                r0, r1 = s0 * per, min(B, s0 + step) * per
+                kc.im2col(col[r0:r1], x[s0:s0 + step], self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+                np.matmul(col[r0:r1], self.p["w"], out=y[r0:r1])
         self.col = col
         if p:
             kc.pool_bias_forward(out, self.arg, y.reshape(B, self.oh, self.ow, OC), self.p["b"], p)
@@ -197,8 +207,14 @@ class Conv2d(Layer):
             kc.pool_bias_backward(dz, self.g["b"], dy, self.y, self.arg, self._act)
         else:
             ka.act_backward_bias(dz, self.g["b"], dy.reshape(dz.shape), self.y, self._act)
-        colt = self.col if self.transposed else self.col.T
-        np.matmul(colt, dz, out=self.g["w"])
+        if self.transposed:
+            np.matmul(self.col, dz, out=self.g["w"])
+        else:
+            # dW^T = dz^T @ col into a contiguous (OC, K) buffer is 1.4x faster in OpenBLAS than
+            # dW = col^T @ dz for these thin shapes; the small transpose copy is free
+            gwt = self.buf("gwt", (self.n_out, self.col.shape[1]))
+            np.matmul(dz.T, self.col, out=gwt)
+            self.g["w"][...] = gwt.T
         if not self.need_dx:
             return None
         dx = self.buf("dx", self.x.shape)
@@ -207,9 +223,15 @@ class Conv2d(Layer):
             np.matmul(self.p["w"], dz.T, out=dcolt)
             kc.col2im_t(dx, dcolt, self.k, self.k, self.stride, self.oh, self.ow)
         else:
-            dcol = self.buf("dcol", self.col.shape)
-            np.matmul(dz, self.p["w"].T, out=dcol)
-            kc.col2im(dx, dcol, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
+            # dcol in chunks that stay in L2 (col2im reads each one right after its matmul)
+            per = self.oh * self.ow
+            step = max(1, self.BWD_CHUNK_ROWS // per)
+            dcol = self.buf("dcol", (min(B, step) * per, self.col.shape[1]))
+            for s0 in range(0, B, step):
+                r0, r1 = s0 * per, min(B, s0 + step) * per
+                d = dcol[:r1 - r0]
+                np.matmul(dz[r0:r1], self.p["w"].T, out=d)
+                kc.col2im(dx[s0:s0 + step], d, self.k, self.k, self.stride, self.pad, self.oh, self.ow)
         return dx
 
 

@@ -40,13 +40,13 @@ class MSELoss(Loss):
     name = "mse"
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
+        # the gradient is computed in the same pass (one read of pred and target instead of two)
         self.pred, self.target = pred, target
-        return kl.mse_forward(pred, target)
+        self.d = self._buf("d", pred)
+        return kl.mse_forward_grad(self.d, pred, target)
 
     def backward(self) -> np.ndarray:
-        d = self._buf("d", self.pred)
-        kl.mse_backward(d, self.pred, self.target)
-        return d
+        return self.d
 
 
 class SeqNLLLoss(Loss):

