@@ -251,6 +251,7 @@ class _Sweep:
     def __init__(self, spec: StudySpec, space: DefineByRun | None, observer: Observer,
                  spark: Any = None) -> None:
         self.spark = spark
+        self.parallelism = spec.execution.parallelism or 1   # the backend's, once it exists
         self.spec = spec
         self.space = space
         self.obs = observer
@@ -274,6 +275,7 @@ class _Sweep:
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
                                data=data, master=spec.execution.master, study_name=spec.name,
                                spark=self.spark)
+        self.parallelism = backend.parallelism
         for text in parallelism_notes(backend.parallelism, getattr(backend, "slots", None),
                                       spec.budget.trials, spec.sampler.name):
             self._note(text)
@@ -569,7 +571,7 @@ class _Sweep:
         if s.target is not None and s.seconds:
             left = max(0, s.target - s.counted)
             mean = sum(s.seconds) / len(s.seconds)
-            eta = left * mean / max(1, self.spec.execution.parallelism)
+            eta = left * mean / max(1, self.parallelism)
         if s.deadline is not None:
             to_deadline = max(0.0, s.deadline - time.monotonic())
             eta = to_deadline if eta is None else min(eta, to_deadline)

@@ -103,7 +103,7 @@ class Tracker:
         params = {"net": spec.net, "metric": spec.objective.metric,
                   "direction": spec.objective.direction, "sampler": spec.sampler.name,
                   "pruner": spec.pruner.name, "backend": spec.execution.backend,
-                  "parallelism": spec.execution.parallelism, "seed": spec.seed,
+                  "parallelism": spec.execution.parallelism or "all slots", "seed": spec.seed,
                   "data.path": spec.data.path or "(bundled sample)", "data.limit": spec.data.limit,
                   "overrides": "; ".join(spec.overrides) or None,
                   **{f"budget.{k}": v for k, v in budget.items()},
