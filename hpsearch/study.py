@@ -405,8 +405,9 @@ class _Sweep:
         from hpsearch.pruning import proxy_server
         if self.spec.pruner.name == "none":
             return nullcontext(None)
-        local = host in ("127.0.0.1", "localhost")
-        return proxy_server(study._storage, bind="127.0.0.1" if local else "0.0.0.0", advertise=host)
+        # listen on the one address executors dial: loopback in local mode, the driver's address
+        # (spark.driver.host) on a cluster; never on every interface
+        return proxy_server(study._storage, bind=host, advertise=host)
 
     def _loop(self, study: optuna.Study, backend: Backend, dists: Any, tracker: Tracker,
               channel: tuple[str, int] | None) -> None:
