@@ -16,6 +16,9 @@ master=org.apache.spark.deploy.master.Master
 worker=org.apache.spark.deploy.worker.Worker
 case "$action" in
   start)
+    if curl -sf http://127.0.0.1:8090/json/ 2>/dev/null | grep -q '"state" *: *"ALIVE"'; then
+        echo "spark standalone cluster already up at spark://127.0.0.1:7077"; exit 0
+    fi
     bash "$daemon" start $master 1 --host 127.0.0.1 --port 7077 --webui-port 8090
     bash "$daemon" start $worker 1 spark://127.0.0.1:7077 --host 127.0.0.1 --cores "${SPARK_WORKER_CORES:-2}" \
         --memory "${SPARK_WORKER_MEMORY:-4g}" --webui-port 8091
