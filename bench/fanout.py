@@ -140,7 +140,7 @@ def run(args) -> dict:
         case(f"{tag}/hyperopt_sparktrials", lambda: hyperopt_sweep(spark, n, sleep))
         case(f"{tag}/mlflow_spark_study", lambda: mlflow_spark_sweep(spark, work, n, sleep, f"ms-{tag}"))
         case(f"{tag}/optuna_threads", lambda: optuna_threads(n, sleep))
-    fixed = {"epochs": 3, "batch_size": 12}        # LeNet's own settings, the whole 4,000-image sample
+    fixed = {"epochs": 6, "batch_size": 12}        # LeNet's own settings, the whole 4,000-image sample
     for par in (1, 2):
         case(f"lenet/parallelism{par}",
              lambda: hpsearch_sweep(spark, work, "lenet", real, par, f"lenet-p{par}", fixed))
@@ -180,7 +180,7 @@ def main() -> None:
             if isinstance(v, float) and isinstance(h, float) and k != "hpsearch":
                 ratio = f"   {v / h:5.1f}x hpsearch's time"
             print(f"  {k:22s} {v if isinstance(v, str) else f'{v:7.2f} s'}{ratio}")
-    print("\nreal LeNet trials (3 epochs, 4,000 images, batch 12)")
+    print("\nreal LeNet trials (6 epochs, 4,000 images, batch 12)")
     for p in (1, 2):
         print(f"  parallelism {p}: {out.get(f'lenet/parallelism{p}')} s, "
               f"{out.get(f'lenet/trials_per_hour_p{p}')} trials/hour")

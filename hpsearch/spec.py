@@ -300,10 +300,16 @@ def _key_lines(node: Any, path: tuple, lines: dict[tuple, int], file: str) -> di
     return lines
 
 
+def _key_text(key: Any) -> str:
+    """A key as it can stand in a one-line message: odd keys (newlines, tabs) are quoted."""
+    text = str(key)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def _dotted(path: Sequence[Any]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{_key_text(part)}" if out else _key_text(part))
     return out
 
 
@@ -401,7 +407,8 @@ class _Checker:
         hint = f"did you mean '{close[0]}'?" if close else ""
         listing = ", ".join(allowed) if len(allowed) <= 14 else ", ".join(allowed[:14]) + ", ..."
         hint = f"{hint} Valid {what}s: {listing}" if allowed else (hint or None)
-        self.fail(tuple(path) + (key,), f"unknown {what} '{key}'", hint.strip() if hint else None)
+        shown = f"'{key}'" if _key_text(key) == str(key) else _key_text(key)
+        self.fail(tuple(path) + (key,), f"unknown {what} {shown}", hint.strip() if hint else None)
 
     def integer(self, value: Any, path: Sequence[Any], minimum: int | None = None) -> int:
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
