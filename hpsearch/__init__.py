@@ -11,6 +11,7 @@ Importing hpsearch loads neither Optuna, MLflow, pyspark nor numba; they load wh
 """
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.records import TrialResult, TrialTask
+from hpsearch.scoring import register_udf
 from hpsearch.spec import StudySpec, load_spec, spec_from_dict
 from hpsearch.study import Observer, SweepSummary, TrialSummary, best_trial, run_study, trial_summaries
 
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "load_spec", "spec_from_dict", "StudySpec", "run_study", "best_trial", "trial_summaries",
     "TrialSummary", "SweepSummary", "Observer", "TrialTask", "TrialResult",
-    "HpsearchError", "SpecError",
+    "HpsearchError", "SpecError", "register_udf",
 ]

@@ -1,4 +1,4 @@
-"""The ``hpsearch`` command: run, validate, show and best.
+"""The ``hpsearch`` command: run, validate, show, best and train.
 
 Every user error (bad YAML, bad option, missing data, unknown backend) prints one line,
 ``Error: <file>: <key.path>: <what is wrong>; <hint>``, on stderr and exits with code 2.
@@ -50,6 +50,7 @@ def cli() -> None:
       hpsearch run studies/lenet.yaml
       hpsearch show studies/lenet.yaml
       hpsearch best studies/lenet.yaml --json
+      hpsearch train studies/lenet.yaml --best --workers 2
     """
 
 
@@ -338,10 +339,178 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
         click.echo(f"MLflow run: {t.run_id} (weights: runs:/{t.run_id}/model/model.npz)")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--params", "params_json", metavar="JSON",
+              help="The configuration to train, as a JSON object (the study's fixed settings apply).")
+@click.option("--best", is_flag=True, help="Train the study's best completed trial's configuration.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Spark barrier tasks (one core each) that train the one model together "
+                   "(default: execution.data_parallel.workers).")
+@click.option("--sync-every", type=click.IntRange(min=1),
+              help="Steps between averages; 1 (the default) averages gradients every step: "
+                   "synchronous SGD.")
+@click.option("--seed", type=int, help="Seed (default: the best trial's, or the study's).")
+@click.option("--output", type=click.Path(dir_okay=False), help="Also save the model (.npz) here.")
+@click.option("--master", help="Spark master URL (default: execution.master, else local).")
+@click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a study setting, e.g. --set fixed.epochs=10 --set data.limit=null.")
+@_handles_errors
+def train(spec: str, params_json: str | None, best: bool, workers: int | None,
+          sync_every: int | None, seed: int | None, output: str | None, master: str | None,
+          storage: str | None, tracking_uri: str | None, sets: tuple[str, ...]) -> None:
+    """Train one configuration data-parallel on Spark and log it to MLflow as its own run.
+
+    For one big model (or the sweep's best, retrained on all the data); a sweep of many small
+    trials is faster as `hpsearch run` (one core per trial, no synchronisation).
+
+    \b
+    Examples:
+      hpsearch train studies/lenet.yaml --best --workers 2
+      hpsearch train studies/textcnn.yaml --params '{"lr": 0.01}' --workers 4 --set data.path=DIR
+      hpsearch train studies/lenet.yaml --best --workers 2 --sync-every 8 --output best.npz
+    """
+    from hpsearch.dataparallel import parse_params, train_config
+    from hpsearch.spec import load_spec
+    options = {"master": master, "storage": storage, "tracking_uri": tracking_uri}
+    study = load_spec(spec, _overrides(sets, spec, options))
+    params = parse_params(params_json) if params_json is not None else None
+    click.echo(f"training one {study.net} data-parallel on Spark ...")
+    _sigterm_as_interrupt()
+    try:
+        out = train_config(study, params=params, best=best, workers=workers, sync_every=sync_every,
+                           seed=seed, output=output)
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the MLflow run was marked KILLED.", err=True)
+        raise click.exceptions.Exit(130) from None
+    _print_trained(out, study.objective.metric)
+
+
+def _print_trained(out: Any, metric: str) -> None:
+    r = out.result
+    click.echo(f"{out.source}: {_fmt_params(out.params)} (seed {out.seed})")
+    for h in r.history:
+        click.echo(f"  epoch {int(h['epoch'])}: {metric}={_fmt_value(h.get(metric))} "
+                   f"loss={_fmt_value(h.get('loss'))} {h.get('samples_per_s', 0):.0f} samples/s "
+                   f"(sync {h.get('sync_s', 0):.2f}s)")
+    if r.state != COMPLETE:
+        click.echo(f"training {r.state}: {r.reason}", err=True)
+    click.echo(f"{r.state} in {_fmt_seconds(r.seconds)} on {out.workers} worker(s), averaging every "
+               f"{out.sync_every} step(s)")
+    if out.output:
+        click.echo(f"model saved to {out.output}")
+    if out.run_id:
+        from hpsearch.tracking import ui_command
+        click.echo(f"MLflow run: {out.run_id} ({ui_command(out.tracking_uri)})")
+    if r.state != COMPLETE:
+        raise click.exceptions.Exit(1)
+
+
 def _jsonable(t: TrialSummary) -> dict[str, Any]:
     value = t.value if t.value is None or math.isfinite(t.value) else None
     return {"number": t.number, "state": t.state, "params": t.params, "value": value,
             "epochs": t.epochs, "seconds": t.seconds, "reason": t.reason, "mlflow_run_id": t.run_id}
+
+
+# --------------------------------------------------------------------------- schedule, predict
+
+def _schedule_overrides(cron: str | None, trials_per_run: int | None,
+                        max_runs: int | None) -> list[tuple[str, Any, str]]:
+    flags = (("schedule.cron", cron, "--cron"), ("schedule.trials_per_run", trials_per_run,
+             "--trials-per-run"), ("schedule.max_runs", max_runs, "--max-runs"))
+    return [(key, value, f"{flag} {value}") for key, value, flag in flags if value is not None]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--cron", help='When to sweep: a cron expression, e.g. "0 2 * * *" (daily at 2:00); '
+              'a 6th field is seconds. Default: schedule.cron in the file.')
+@click.option("--trials-per-run", type=int, help="Trials each sweep adds (default: schedule."
+              "trials_per_run, else budget.trials).")
+@click.option("--max-runs", type=int, help="Stop after M finished sweeps (default: never).")
+@click.option("--once", is_flag=True, help="Run one sweep now and exit (for cron, Airflow, ...).")
+@click.option("--parallelism", type=int, help="Trials at once (one core each).")
+@click.option("--backend", type=click.Choice(["local", "spark"]), help="Where trials run.")
+@click.option("--master", help="Spark master URL (spark backend).")
+@click.option("--storage", help="Optuna storage URL (default: <study>.optuna.db beside the file).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")
+@_handles_errors
+def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: int | None,
+             once: bool, parallelism: int | None, backend: str | None, master: str | None,
+             storage: str | None, tracking_uri: str | None, sets: tuple[str, ...]) -> None:
+    """Extend a study by N trials at every tick of a cron schedule (in the foreground).
+
+    Each sweep warm-starts from every earlier trial and gets its own MLflow parent run, tagged
+    hpsearch.schedule and hpsearch.tick. A tick that comes while a sweep of the study still runs
+    (here, or `hpsearch run` elsewhere) is skipped; a failed sweep is logged and the schedule goes
+    on. Ctrl-C or SIGTERM stops it cleanly (exit 0): running trials are re-queued, finished ones
+    kept. With --once: one sweep now (exit 1 if it failed, 0 if skipped), for an outside scheduler.
+
+    \b
+    Examples:
+      hpsearch schedule studies/lenet.yaml --cron "0 2 * * *" --trials-per-run 10
+      hpsearch schedule studies/lenet.yaml --cron "*/30 * * * *" --trials-per-run 4 --max-runs 8
+      hpsearch schedule studies/lenet.yaml --once --trials-per-run 10   # in a crontab or Airflow
+    """
+    from hpsearch.errors import SpecError
+    from hpsearch.schedule import FAILED as SWEEP_FAILED
+    from hpsearch.schedule import Scheduler, _now
+    from hpsearch.spec import ScheduleSpec, load_spec
+    options = {"parallelism": parallelism, "backend": backend, "master": master, "storage": storage,
+               "tracking_uri": tracking_uri}
+    study = load_spec(spec, _overrides(sets, spec, options)
+                      + _schedule_overrides(cron, trials_per_run, max_runs))
+    plan = study.schedule or ScheduleSpec()
+    if not once and plan.cron is None:
+        raise SpecError(spec, "schedule.cron", "no cron expression is set",
+                        "give --cron EXPR (e.g. --cron '0 2 * * *'), schedule.cron in the file, or --once")
+    scheduler = Scheduler(study, cron=plan.cron, trials_per_run=plan.trials_per_run,
+                          max_runs=plan.max_runs, observer=PlainLog, log=click.echo)
+    _sigterm_as_interrupt()
+    try:
+        if once:
+            if scheduler.run_tick(_now()).status == SWEEP_FAILED:
+                raise click.exceptions.Exit(1)
+            return
+        scheduler.run_forever()
+    except KeyboardInterrupt:
+        click.echo(f"stopped: {scheduler.finished_runs} sweep(s) finished; trials that were running "
+                   "were marked failed and re-queued, finished trials are kept.")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Parquet file to score.")
+@click.option("--output", "output_path", required=True, type=click.Path(),
+              help="Parquet to write: the input's columns and `prediction`.")
+@click.option("--column", help="Input column (default: pixels for lenet/autoencoder, text for "
+              "textcnn/rnn).")
+@click.option("--master", help="Spark master URL (default: execution.master, else local[*]).")
+@click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
+@_handles_errors
+def predict(spec: str, input_path: str, output_path: str, column: str | None, master: str | None,
+            storage: str | None, tracking_uri: str | None) -> None:
+    """Score a Parquet file with the study's best model (the Spark SQL UDF of register_udf).
+
+    lenet: pixels (784 raw 0..255 values) -> class; autoencoder: pixels -> reconstruction error;
+    textcnn: text -> class name; rnn: text -> log-probability of its last word.
+
+    \b
+    Examples:
+      hpsearch predict studies/lenet.yaml --input images.parquet --output digits.parquet
+      hpsearch predict studies/rnn.yaml --input lines.parquet --output scored.parquet --column line
+    """
+    from hpsearch.scoring import predict_parquet
+    from hpsearch.spec import load_spec
+    study = load_spec(spec, _overrides((), spec, {"storage": storage, "tracking_uri": tracking_uri}))
+    out = predict_parquet(study, input_path, output_path, column, master=master)
+    click.echo(f"wrote {out['rows']} row(s) to {out['output']}: prediction = {study.net}"
+               f"({out['column']}), weights {out['source']}")
 
 
 def main() -> None:

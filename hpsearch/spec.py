@@ -45,7 +45,7 @@ BACKENDS = ("local", "spark")
 DIRECTIONS = ("minimize", "maximize")
 
 TOP_KEYS = ("name", "description", "net", "data", "fixed", "search_space", "objective", "sampler",
-            "pruner", "budget", "execution", "storage", "tracking", "seed")
+            "pruner", "budget", "execution", "storage", "tracking", "seed", "schedule")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _NET_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
@@ -89,10 +89,20 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class DataParallelSpec:
+    """One trial trained across ``workers`` Spark barrier tasks, averaging every ``sync_every``
+    steps (1: gradients every step, synchronous SGD); see hpsearch/backends/spark_barrier.py."""
+
+    workers: int = 2
+    sync_every: int = 1
+
+
+@dataclass(frozen=True)
 class ExecutionSpec:
     backend: str = "spark"
     parallelism: int | None = None      # None: every Spark task slot (local: every core)
     master: str | None = None
+    data_parallel: DataParallelSpec | None = None   # None: one task (one core) per trial
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,22 @@ class TrackingSpec:
     uri: str | None = None
     experiment: str | None = None
     log_weights: bool = True
+    plots: bool = True                  # PNG plots of the study on each sweep's parent run
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """``schedule:``: extend the study by ``trials_per_run`` trials at each tick of ``cron``.
+
+    ``trials_per_run=None``: the budget's trials (or, with a timeout-only budget, a sweep until the
+    timeout). ``max_runs=None``: forever. ``tick`` is set by the scheduler on the spec of each sweep
+    it starts (the ISO time of the tick), never in a study file.
+    """
+
+    cron: str | None = None
+    trials_per_run: int | None = None
+    max_runs: int | None = None
+    tick: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +161,7 @@ class StudySpec:
     text: str = ""
     pending: tuple[Pending, ...] = ()
     overrides: tuple[str, ...] = ()
+    schedule: ScheduleSpec | None = None
 
     def check_runnable(self) -> None:
         """Raise the first :class:`Pending` need as a SpecError (validate reports, run refuses)."""
@@ -481,6 +508,7 @@ def _build(data: Any, file: str, base_dir: Path, lines: dict[tuple, int],
         tracking=_tracking(ck, root.get("tracking")), seed=seed, epochs=epochs, text=text,
         pending=net.pending + _data_pending(ck, root.get("data"), net),
         overrides=tuple(label for _, _, label in overrides),
+        schedule=_schedule(ck, root.get("schedule")),
     )
 
 
@@ -809,13 +837,29 @@ def _budget(ck: _Checker, value: Any) -> BudgetSpec:
 def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
-    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master"))
+    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
         parallelism = ck.integer(parallelism, ("execution", "parallelism"), minimum=1)
     master = ck.string(d.get("master"), ("execution", "master"), optional=True)
-    return ExecutionSpec(backend, parallelism, master)
+    data_parallel = _data_parallel(ck, d.get("data_parallel"), backend)
+    return ExecutionSpec(backend, parallelism, master, data_parallel)
+
+
+def _data_parallel(ck: _Checker, value: Any, backend: str) -> DataParallelSpec | None:
+    path = ("execution", "data_parallel")
+    if value is None:
+        return None
+    d = ck.mapping(value, path, ("workers", "sync_every"), required=("workers",),
+                   example="write data_parallel: {workers: 2, sync_every: 1}")
+    if backend != "spark":
+        label = ck.overridden.get(("execution", "backend"))
+        ck.fail(path, f"needs the spark backend; got backend: {backend}"
+                + (f" (from {label})" if label else ""),
+                "data-parallel trials run as Spark barrier tasks: use backend: spark")
+    return DataParallelSpec(ck.integer(d["workers"], path + ("workers",), minimum=1),
+                            ck.integer(d.get("sync_every", 1), path + ("sync_every",), minimum=1))
 
 
 def _storage(ck: _Checker, value: Any, file: str, base_dir: Path, name: Any) -> str:
@@ -840,7 +884,7 @@ _TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "
 def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
     if value is None:
         return TrackingSpec()
-    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights"))
+    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights", "plots"))
     uri = ck.string(d.get("uri"), ("tracking", "uri"), optional=True)
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if uri and ":" in uri else ""
     if uri and scheme not in _TRACKING_SCHEMES and not Path(uri).is_absolute():
@@ -850,4 +894,37 @@ def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
         uri=uri,
         experiment=ck.string(d.get("experiment"), ("tracking", "experiment"), optional=True),
         log_weights=ck.boolean(d.get("log_weights", True), ("tracking", "log_weights")),
+        plots=ck.boolean(d.get("plots", True), ("tracking", "plots")),
     )
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why ``expr`` is not a cron expression croniter accepts (None: it is)."""
+    from croniter import croniter
+    try:
+        croniter(expr)
+    except (ValueError, KeyError, TypeError) as exc:  # CroniterBadCronError is a ValueError
+        return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    return None
+
+
+def _schedule(ck: _Checker, value: Any) -> ScheduleSpec | None:
+    if value is None:
+        return None
+    d = ck.mapping(value, ("schedule",), ("cron", "trials_per_run", "max_runs"),
+                   example='write e.g. schedule: {cron: "0 2 * * *", trials_per_run: 10}')
+    cron = ck.string(d.get("cron"), ("schedule", "cron"), optional=True)
+    if cron is not None:
+        try:
+            why = cron_problem(cron)
+        except ImportError:
+            ck.fail(("schedule", "cron"), "needs the croniter package", "pip install 'hpsearch[schedule]'")
+        if why is not None:
+            ck.fail(("schedule", "cron"), f"{_show(cron)} is not a cron expression ({why})",
+                    "write 5 fields, minute hour day month weekday, e.g. '0 2 * * *' (daily at 2:00) "
+                    "or '*/30 * * * *'; a 6th field is seconds")
+    per_run = d.get("trials_per_run")
+    per_run = None if per_run is None else ck.integer(per_run, ("schedule", "trials_per_run"), minimum=1)
+    max_runs = d.get("max_runs")
+    max_runs = None if max_runs is None else ck.integer(max_runs, ("schedule", "max_runs"), minimum=1)
+    return ScheduleSpec(cron, per_run, max_runs)

@@ -274,7 +274,7 @@ class _Sweep:
             self._note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
                                data=data, master=spec.execution.master, study_name=spec.name,
-                               spark=self.spark)
+                               spark=self.spark, data_parallel=spec.execution.data_parallel)
         self.parallelism = backend.parallelism
         for text in parallelism_notes(backend.parallelism, getattr(backend, "slots", None),
                                       spec.budget.trials, spec.sampler.name):
@@ -349,8 +349,11 @@ class _Sweep:
     # ---------------------------------------------------------------- the run
 
     def run(self, extend: int | None) -> SweepSummary:
+        from hpsearch.tracking import check_reachable
         backend, dists = self._prepare()
         try:
+            # a tracking server that does not answer fails the run before the study store exists
+            check_reachable(self.spec.tracking.uri)
             study = self._open_study()
             self._lock(study)
             try:
@@ -501,7 +504,7 @@ class _Sweep:
         del s.in_flight[result.number]
         if result.state == COMPLETE and result.value is None:
             result = replace(result, state=FAILED, reason="the net ran no epoch")
-        run_id = tracker.start_trial(result.number, task.params)
+        run_id = tracker.start_trial(result.number, task.params, result.started)
         self._tell(study, trial, result, run_id)
         weights = self._maybe_best(result)
         tracker.finish_trial(run_id, task.train_params(), result, weights)

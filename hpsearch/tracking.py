@@ -49,6 +49,21 @@ def resolve_uri(uri: str | None) -> str:
     return mlflow.get_tracking_uri()
 
 
+def check_reachable(uri: str | None) -> None:
+    """A tracking server (http/https) must answer its health check; local stores are checked when
+    opened. Writes nothing, so a failed run leaves neither study nor MLflow data behind."""
+    uri = resolve_uri(uri)
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=10).raise_for_status()
+    except requests.RequestException as exc:
+        raise HpsearchError(f"the MLflow tracking server {uri} does not answer: "
+                            f"{' '.join(str(exc).split())[:200]}",
+                            "start it, or check --tracking-uri / MLFLOW_TRACKING_URI") from None
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
     if uri.startswith(("http://", "https://", "databricks")):
@@ -98,6 +113,7 @@ class Tracker:
         spec = self.spec
         tags = {TAG_STUDY: spec.name, TAG_KIND: "sweep", "mlflow.source.name": spec.file,
                 "mlflow.runName": f"{spec.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"}
+        tags.update(_schedule_tags(getattr(spec, "schedule", None)))
         run = self.client.create_run(self.experiment_id, tags=tags)
         self.parent_id = run.info.run_id
         params = {"net": spec.net, "metric": spec.objective.metric,
@@ -132,15 +148,35 @@ class Tracker:
         self._log(self.parent_id, params=params, metrics=metrics, tags=tags)
         if weights is not None:
             self._artifact_bytes(self.parent_id, weights, "model.npz", "best_model")
+        if status == "FINISHED" and getattr(self.spec.tracking, "plots", True):
+            self._log_plots()
         self.client.set_terminated(self.parent_id, status=status)
+
+    def _log_plots(self) -> None:
+        """The study's plots (:mod:`hpsearch.plots`) as PNG artifacts under ``plots/``; a plot that
+        cannot be drawn is noted in the tag ``hpsearch.plots_skipped``. Never raises."""
+        from hpsearch import plots
+        from hpsearch.storage import load_existing_study
+        try:
+            study = load_existing_study(self.spec.storage, self.spec.name)
+            with tempfile.TemporaryDirectory(prefix="hpsearch-plots-") as tmp:
+                files, notes = plots.render(study, tmp, self.spec.objective.metric)
+                if files:
+                    self.client.log_artifacts(self.parent_id, tmp, "plots")
+        except Exception as exc:  # noqa: BLE001 - plots are a bonus; the sweep's record is not
+            notes = [f"plots skipped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"]
+        if notes:
+            self._log(self.parent_id, tags={"hpsearch.plots_skipped": "; ".join(notes)[:4000]})
 
     # ------------------------------------------------------------------ child runs
 
-    def start_trial(self, number: int, params: dict[str, Any]) -> str:
-        """Create a trial's child run (status RUNNING) and return its id."""
+    def start_trial(self, number: int, params: dict[str, Any], started: float | None = None) -> str:
+        """Create a trial's child run (status RUNNING) and return its id; ``started`` (epoch seconds)
+        is when the trial began on its worker, so the run's duration in the UI is the trial's."""
         tags = {"mlflow.parentRunId": self.parent_id or "", TAG_STUDY: self.spec.name,
                 TAG_KIND: "trial", TAG_TRIAL: str(number), "mlflow.runName": f"trial-{number}"}
-        run = self.client.create_run(self.experiment_id, tags=tags)
+        start = int(started * 1000) if started else None
+        run = self.client.create_run(self.experiment_id, start_time=start, tags=tags)
         return run.info.run_id
 
     def finish_trial(self, run_id: str, params: dict[str, Any], result: TrialResult,
@@ -245,6 +281,14 @@ class Tracker:
             with open(path, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, path, folder)
+
+
+def _schedule_tags(schedule: Any) -> dict[str, str]:
+    """Tags of a sweep started by ``hpsearch schedule`` (none for other sweeps)."""
+    if schedule is None or getattr(schedule, "tick", None) is None:
+        return {}
+    return {"hpsearch.schedule": schedule.cron or "once", "hpsearch.tick": schedule.tick,
+            "hpsearch.trials_per_run": str(schedule.trials_per_run or "budget")}
 
 
 def _epoch_metrics(result: TrialResult, metric_cls: type) -> list[Any]:

@@ -65,7 +65,7 @@ class TestSparkBackend(BackendContract):
             (result,) = b.run([task(0, net="recipes_for_tests:fragile", mode="raise")])
         assert result.state == FAILED and not result.lost
         jobs = _jobs(spark)
-        assert sum(j["description"] == "contract trial 0" for j in jobs if j["jobGroup"] == b.group) == 1
+        assert sum(j.get("description") == "contract trial 0" for j in jobs if j.get("jobGroup") == b.group) == 1
 
     def test_one_job_per_trial_named_after_it_in_the_ui(self, backend, spark) -> None:
         with backend(2) as b:
