@@ -192,7 +192,7 @@ class Conv1d(SeqLayer):
             dcol = self.cbuf("dcol", (R, KC))
         for r0, r in self._chunks(rows):
             c, d = col[:r], dz[:r]
-            kt.act_backward_bias_acc(d, gb, dy2[r0:r0 + r], y[r0:r0 + r], self._act)
+            ka.act_backward_bias_acc(d, gb, dy2[r0:r0 + r], y[r0:r0 + r], self._act)
             kt.im2col_1d(c, x, self.k, r0)
             np.matmul(c.T, d, out=tw)
             gw += tw

@@ -96,11 +96,16 @@ def bias_act_forward(y, b, act):
 @njit(cache=True)
 def act_backward_bias(dz, db, dy, y, act):
     # dz: (N, K) = dy * act'(y); db: (K,) = sum_n dz. dz may alias dy.
+    db[:] = 0
+    act_backward_bias_acc(dz, db, dy, y, act)
+
+
+@njit(cache=True)
+def act_backward_bias_acc(dz, db, dy, y, act):
+    # dz: (N, K) = dy * act'(y); db: (K,) += sum_n dz (row blocks add into one bias gradient)
     N, K = y.shape
     zero = y.dtype.type(0.0)
     one = y.dtype.type(1.0)
-    for k in range(K):
-        db[k] = zero
     for n in range(N):
         for k in range(K):
             g = dy[n, k]

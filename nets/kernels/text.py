@@ -85,26 +85,6 @@ def col2im_1d(dx, dcol, k, r0):
             dst[s + j] += dcol[i, j]
 
 
-@njit(cache=True)
-def act_backward_bias_acc(dz, db, dy, y, act):
-    # dz: (R, K) = dy * act'(y) (act: 0 none, 1 tanh, 2 relu, 3 sigmoid); db: (K,) += sum over rows
-    R, K = y.shape
-    zero = y.dtype.type(0.0)
-    one = y.dtype.type(1.0)
-    for n in range(R):
-        for j in range(K):
-            g = dy[n, j]
-            v = y[n, j]
-            if act == 1:
-                g = g * (one - v * v)
-            elif act == 2:
-                g = g if v > zero else zero
-            elif act == 3:
-                g = g * v * (one - v)
-            dz[n, j] = g
-            db[j] += g
-
-
 # ------------------------------------------------------------------------------ 1-D max-pool
 
 @njit(cache=True)
