@@ -17,6 +17,7 @@ import numpy as np
 
 from nets.kernels import activations as ka
 from nets.kernels import conv as kc
+from nets.kernels import conv_direct as kd
 from nets.kernels import pool as kp
 
 ACTS = {None: ka.ACT_NONE, "tanh": ka.ACT_TANH, "relu": ka.ACT_RELU, "sigmoid": ka.ACT_SIGMOID}
@@ -102,8 +103,10 @@ class Conv2d(Layer):
     act(maxpool(conv(x) + b)), which equals maxpool(act(conv(x) + b)) for the monotonic activations
     here, (B, OH//p, OW//p, OC), and the act runs on the pooled values only.
     One input channel with stride 1 and no padding (LeNet's first layer) runs as direct "flat row"
-    kernels (nets.kernels.conv.conv1ch_*); everything else is im2col + BLAS matmuls, in chunks of
-    patch rows that stay in L2.
+    kernels (nets.kernels.conv.conv1ch_*). No padding and a kernel row of at least 16 values
+    (KW * C >= 16: LeNet's second layer) runs as direct register-blocked kernels
+    (nets.kernels.conv_direct). Everything else is im2col + BLAS matmuls, in chunks of patch rows
+    that stay in L2.
     """
 
     FWD_CHUNK_ROWS = 512      # patch rows per im2col + matmul chunk (forward)
@@ -126,6 +129,7 @@ class Conv2d(Layer):
         self.param("w", (fan_in, self.n_out), fan_in)
         self.param("b", (self.n_out,), fan_in)
         self.flat = C == 1 and self.pad == 0 and self.stride == 1
+        self.direct = not self.flat and self.pad == 0 and self.k * C >= kd.LANES
         self.in_w = W
         if self.pool:
             ph, pw = self.oh // self.pool, self.ow // self.pool
@@ -159,6 +163,8 @@ class Conv2d(Layer):
             self.arg = self.buf("arg", out.shape, np.int32)
         rows = B * self.oh * self.ow
         K = self.specs[0][1][0]
+        if self.direct:
+            return self._forward_direct(x, out if p else None)
         y = self.buf("y", (rows, OC))
         # one input channel (strided): build the patch matrix transposed, so every copy is a run of OW values
         self.transposed = x.shape[3] == 1 and self.pad == 0
@@ -186,10 +192,59 @@ class Conv2d(Layer):
         self.y = y
         return y.reshape(B, self.oh, self.ow, OC)
 
+    def _forward_direct(self, x, out):
+        # conv into a buffer with the channels padded to whole vectors (OCP), then pool + bias + act
+        B, OC = x.shape[0], self.n_out
+        K = self.specs[0][1][0]
+        OCP = kd.padded(OC)
+        rows = B * self.oh * self.ow
+        wp = self.buf("wp", (K * OCP,))
+        kd.pad_weights(wp, self.p["w"])
+        yp = self.buf("yp", (rows * OCP,))
+        kd.conv_forward(yp, x, wp, self.k, self.k, self.stride, self.oh, self.ow)
+        if out is not None:
+            kc.pool_bias_forward(out, self.arg, yp.reshape(B, self.oh, self.ow, OCP), self.p["b"], self.pool)
+            ka.apply_act(out.reshape(-1, OC), None, self._act)
+            self.y = out
+            return out
+        y = self.buf("y", (rows, OC))
+        kd.unpad_rows(y, yp)
+        ka.apply_act(y, self.p["b"], self._act)
+        self.y = y
+        return y.reshape(B, self.oh, self.ow, OC)
+
+    def _backward_direct(self, dy):
+        B, OC = dy.shape[0], self.n_out
+        H, W, C = self.x.shape[1:]
+        K = self.specs[0][1][0]
+        OCP = kd.padded(OC)
+        rows = B * self.oh * self.ow
+        dzp = self.buf("dzp", (rows * OCP,))
+        if self.pool:
+            kc.pool_bias_backward(dzp, self.g["b"], dy, self.y, self.arg, self._act)
+        else:
+            dz = self.buf("dz", (rows, OC))
+            ka.act_backward_bias(dz, self.g["b"], dy.reshape(dz.shape), self.y, self._act)
+            kd.pad_rows(dzp, dz)
+        Q = self.k * C
+        gacc = self.buf("gacc", (OC * self.k * kd.padded(Q),))
+        kd.conv_weight_grad(self.g["w"], gacc, self.x, dzp, self.k, self.k, self.stride, self.oh, self.ow)
+        if not self.need_dx:
+            return None
+        QP = kd.padded(Q)
+        wt = self.buf("wt", (self.k * OC * QP,))
+        kd.pad_weights_t(wt, self.p["w"], self.k, QP)
+        n = B * H * W * C
+        dxf = self.buf("dxf", (n + QP - Q,))
+        kd.conv_input_grad(dxf, dzp, wt, B, H, W, C, self.k, self.k, self.stride, self.oh, self.ow)
+        return dxf[:n].reshape(self.x.shape)
+
     def backward(self, dy):
         B = dy.shape[0]
         OC = self.n_out
         p = self.pool
+        if self.direct:
+            return self._backward_direct(dy)
         if self.flat:
             yp_shape = (B, OC, (self.oh - 1) * self.in_w + self.ow)
             dzp = self.buf("dzp", yp_shape)

@@ -336,23 +336,23 @@ def pool_planar_backward(dzp, db, dy, y, arg, act):
 @njit(cache=True)
 def pool_bias_forward(out, arg, y, bias, p):
     # p x p max-pool, stride p, of NHWC y (B, OH, OW, OC) plus bias into out (B, PH, PW, OC);
-    # arg: flat index of the maximum into y
-    B, OH, OW, OC = y.shape
-    _, PH, PW, _ = out.shape
+    # arg: flat index of the maximum into y. y may carry padding channels (OCP >= OC = out's)
+    B, OH, OW, OCP = y.shape
+    _, PH, PW, OC = out.shape
     yf = y.reshape(-1)
     if p == 2:
-        _pool2_bias_forward(out, arg, yf, bias, OH, OW)
+        _pool2_bias_forward(out, arg, yf, bias, OH, OW, OCP)
         return
     for b in range(B):
         for r in range(PH):
             for c in range(PW):
-                base = ((b * OH + r * p) * OW + c * p) * OC
+                base = ((b * OH + r * p) * OW + c * p) * OCP
                 for oc in range(OC):
                     best = yf[base + oc]
                     bi = base + oc
                     for di in range(p):
                         for dj in range(p):
-                            q = base + (di * OW + dj) * OC + oc
+                            q = base + (di * OW + dj) * OCP + oc
                             if yf[q] > best:
                                 best = yf[q]
                                 bi = q
@@ -361,7 +361,7 @@ def pool_bias_forward(out, arg, y, bias, p):
 
 
 @njit(cache=True)
-def _pool2_bias_forward(out, arg, yf, bias, OH, OW):
+def _pool2_bias_forward(out, arg, yf, bias, OH, OW, OCP):
     # 2 x 2 / stride 2: the four candidates of (r, c) are four runs of OC values; the max and its
     # index are selects over oc (no branches), so the loops over oc vectorise (10x faster)
     B, PH, PW, OC = out.shape
@@ -370,10 +370,10 @@ def _pool2_bias_forward(out, arg, yf, bias, OH, OW):
     for b in range(B):
         for r in range(PH):
             for c in range(PW):
-                q0 = ((b * OH + 2 * r) * OW + 2 * c) * OC
-                q1 = q0 + OC
-                q2 = q0 + OW * OC
-                q3 = q2 + OC
+                q0 = ((b * OH + 2 * r) * OW + 2 * c) * OCP
+                q1 = q0 + OCP
+                q2 = q0 + OW * OCP
+                q3 = q2 + OCP
                 y0 = yf[q0:q0 + OC]
                 y1 = yf[q1:q1 + OC]
                 y2 = yf[q2:q2 + OC]

@@ -1,0 +1,214 @@
+"""Explicit 16-lane vectors for numba kernels: the register-blocked micro-kernels of the convolutions.
+
+LLVM's auto-vectoriser handles long contiguous loops well, but not a register tile (a dozen
+accumulators of 16 lanes kept across a reduction loop): numba keeps such a tile in memory. This module
+gives numba a vector type, `Vec` (16 lanes of float32 or float64, an LLVM `<16 x float>` value, held
+in registers like any scalar), and a handful of intrinsics on it, so a kernel can say exactly which
+tile lives in registers:
+
+    acc = vsplat(zero)                      # 16 copies of a scalar
+    acc = vfma(vload(w, k * 16), vsplat(x[p, k]), acc)
+    vstore(y, p * 16, acc)
+
+Loads and stores take a 1-D C-contiguous array and an element offset; the 16 values from there on must
+lie inside the array (no bounds checks, as everywhere in nets' kernels). On a CPU without AVX-512 LLVM
+splits each vector into two 8-lane halves; the results are the same.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, models, register_model
+
+LANES = 16
+
+
+class Vec(types.Type):
+    """16 lanes of a float type, one LLVM vector value."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec{LANES}({dtype})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elem, LANES))
+
+
+def _check_float(t, what):
+    if not isinstance(t, types.Float):
+        raise TypingError(f"{what}: expected float32 or float64, got {t}")
+
+
+def _check_array(a, what):
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
+        raise TypingError(f"{what}: expected a 1-D C-contiguous array, got {a}")
+    _check_float(a.dtype, what)
+
+
+def _vec_ptr(context, builder, aryty, ary, idx, idxty):
+    arr = context.make_array(aryty)(context, builder, value=ary)
+    i = context.cast(builder, idx, idxty, types.intp)
+    p = builder.gep(arr.data, [i])
+    elem = context.get_value_type(aryty.dtype)
+    return builder.bitcast(p, ir.VectorType(elem, LANES).as_pointer())
+
+
+@intrinsic
+def vload(typingctx, a, i):
+    """The 16 values a[i:i+16]."""
+    _check_array(a, "vload")
+    sig = Vec(a.dtype)(a, i)
+
+    def codegen(context, builder, signature, args):
+        p = _vec_ptr(context, builder, a, args[0], args[1], i)
+        ld = builder.load(p)
+        ld.align = a.dtype.bitwidth // 8
+        return ld
+
+    return sig, codegen
+
+
+@intrinsic
+def vstore(typingctx, a, i, v):
+    """a[i:i+16] = v."""
+    _check_array(a, "vstore")
+    if not isinstance(v, Vec) or v.dtype != a.dtype:
+        raise TypingError(f"vstore: expected a Vec of {a.dtype}, got {v}")
+    sig = types.void(a, i, v)
+
+    def codegen(context, builder, signature, args):
+        p = _vec_ptr(context, builder, a, args[0], args[1], i)
+        st = builder.store(args[2], p)
+        st.align = a.dtype.bitwidth // 8
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def vbroadcast(typingctx, a, i):
+    """16 copies of a[i] (no negative-index wraparound: i must be in range)."""
+    _check_array(a, "vbroadcast")
+    sig = Vec(a.dtype)(a, i)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(a)(context, builder, value=args[0])
+        k = context.cast(builder, args[1], i, types.intp)
+        ld = builder.load(builder.gep(arr.data, [k]))
+        ld.align = a.dtype.bitwidth // 8
+        vt = ir.VectorType(context.get_value_type(a.dtype), LANES)
+        v = builder.insert_element(ir.Constant(vt, ir.Undefined), ld, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+    return sig, codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """16 copies of the float x."""
+    _check_float(x, "vsplat")
+    sig = Vec(x)(x)
+
+    def codegen(context, builder, signature, args):
+        vt = ir.VectorType(context.get_value_type(x), LANES)
+        v = builder.insert_element(ir.Constant(vt, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+    return sig, codegen
+
+
+def _binary(name, op):
+    def impl(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            raise TypingError(f"{name}: expected two Vecs of one dtype, got {a}, {b}")
+        sig = a(a, b)
+
+        def codegen(context, builder, signature, args):
+            return op(builder, args[0], args[1])
+
+        return sig, codegen
+
+    impl.__name__ = name
+    return intrinsic(impl)
+
+
+vadd = _binary("vadd", lambda b, x, y: b.fadd(x, y))
+vsub = _binary("vsub", lambda b, x, y: b.fsub(x, y))
+vmul = _binary("vmul", lambda b, x, y: b.fmul(x, y))
+# max with the first operand kept on ties and NaN in b ignored: (b > a) ? b : a
+vmax = _binary("vmax", lambda b, x, y: b.select(b.fcmp_ordered(">", y, x), y, x))
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c, one fused multiply-add per lane."""
+    if not (isinstance(a, Vec) and a == b == c):
+        raise TypingError(f"vfma: expected three Vecs of one dtype, got {a}, {b}, {c}")
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        vt = args[0].type
+        name = f"llvm.fma.v{LANES}{vt.element.intrinsic_name}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), name)
+        return builder.call(fn, [args[0], args[1], args[2]])
+
+    return sig, codegen
+
+
+@intrinsic
+def vselect_gt(typingctx, a, b, x, y):
+    """Per lane: x if a > b else y."""
+    if not (isinstance(a, Vec) and a == b == x == y):
+        raise TypingError(f"vselect_gt: expected four Vecs of one dtype, got {a}, {b}, {x}, {y}")
+    sig = a(a, b, x, y)
+
+    def codegen(context, builder, signature, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[2], args[3])
+
+    return sig, codegen
+
+
+@intrinsic
+def vget(typingctx, v, lane):
+    """Lane `lane` of v, a scalar."""
+    if not isinstance(v, Vec):
+        raise TypingError(f"vget: expected a Vec, got {v}")
+    sig = v.dtype(v, lane)
+
+    def codegen(context, builder, signature, args):
+        i = context.cast(builder, args[1], lane, types.int32)
+        return builder.extract_element(args[0], i)
+
+    return sig, codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """Sum of the 16 lanes, as a fixed pairwise tree (the same order on every machine)."""
+    if not isinstance(v, Vec):
+        raise TypingError(f"vsum: expected a Vec, got {v}")
+    sig = v.dtype(v)
+
+    def codegen(context, builder, signature, args):
+        x = args[0]
+        n = LANES
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n, 2 * n))))
+            x = builder.fadd(lo, hi)
+        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
+__all__ = ["LANES", "Vec", "vload", "vstore", "vbroadcast", "vsplat", "vadd", "vsub", "vmul", "vmax", "vfma",
+           "vselect_gt", "vget", "vsum"]
