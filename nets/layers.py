@@ -146,14 +146,20 @@ class Conv2d(Layer):
         if p:
             out = self.buf("out", (B, self.oh // p, self.ow // p, OC))
         if self.flat:
-            L = (self.oh - 1) * W + self.ow
+            # padded copies of the samples (the vector blocks may read past a sample) and weights
+            H = x.shape[1]
+            LP = kd.flat_pitch((self.oh - 1) * W + self.ow)
+            self.xpad = self.buf("xpad", (B, H * W + kd.FLAT_BLOCK))
+            kd.pad_samples(self.xpad, x)
+            w6 = self.buf("w6", (self.k * self.k * (-(-OC // 6) * 6),))
+            kd.pad_weights6(w6, self.p["w"])
             if p:
                 self.arg = self.buf("arg", (B, OC, self.oh // p, self.ow // p), np.int32)
-                kc.conv1ch_pool_forward(out, self.arg, self.buf("ys", (OC, L)), x, self.p["w"],
-                                        self.p["b"], self.k, self.k, p)
+                kc.conv1ch_pool_forward(out, self.arg, self.buf("ys", (OC, LP)), self.xpad, w6,
+                                        self.p["b"], self.k, self.k, p, W)
             else:
-                yp = self.buf("yp", (B, OC, L))
-                kc.conv1ch_forward(yp, x, self.p["w"], self.p["b"], self.k, self.k)
+                yp = self.buf("yp", (B, OC, LP))
+                kc.conv1ch_forward(yp, self.xpad, w6, self.p["b"], self.k, self.k, W)
                 out = self.buf("y", (B, self.oh, self.ow, OC))
                 kc.planar_to_nhwc(out, yp, W)
             ka.apply_act(out.reshape(-1, OC), None, self._act)
@@ -216,7 +222,6 @@ class Conv2d(Layer):
     def _backward_direct(self, dy):
         B, OC = dy.shape[0], self.n_out
         H, W, C = self.x.shape[1:]
-        K = self.specs[0][1][0]
         OCP = kd.padded(OC)
         rows = B * self.oh * self.ow
         dzp = self.buf("dzp", (rows * OCP,))
@@ -246,17 +251,21 @@ class Conv2d(Layer):
         if self.direct:
             return self._backward_direct(dy)
         if self.flat:
-            yp_shape = (B, OC, (self.oh - 1) * self.in_w + self.ow)
-            dzp = self.buf("dzp", yp_shape)
+            L = (self.oh - 1) * self.in_w + self.ow
+            dzp = self.buf("dzp", (B, OC, kd.flat_pitch(L)))
             if p:
                 kc.pool_planar_backward(dzp, self.g["b"], dy, self.y, self.arg, self._act)
             else:
                 dz = self.buf("dz", (B * self.oh * self.ow, OC))
                 ka.act_backward_bias(dz, self.g["b"], dy.reshape(dz.shape), self.y.reshape(dz.shape), self._act)
                 kc.nhwc_to_planar(dzp, dz.reshape(B, self.oh, self.ow, OC), self.in_w)
-            dx = self.buf("dx", self.x.shape) if self.need_dx else self.buf("dx0", (1, 1, 1, 1))
-            kc.conv1ch_backward(self.g["w"], dx, dzp, self.x, self.p["w"], self.k, self.k, self.need_dx)
-            return dx if self.need_dx else None
+            gacc = self.buf("gacc", (self.k * self.k * OC * kd.LANES,))
+            kd.conv1ch_weight_grad(self.g["w"], gacc, self.xpad, dzp, self.k, self.k, self.in_w)
+            if not self.need_dx:
+                return None
+            dx = self.buf("dx", self.x.shape)
+            kc.conv1ch_input_grad(dx, dzp, self.p["w"], self.k, self.k, L)
+            return dx
         dz = self.buf("dz", (B * self.oh * self.ow, OC))
         if p:
             kc.pool_bias_backward(dz, self.g["b"], dy, self.y, self.arg, self._act)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from nets.kernels.conv_direct import conv1ch_sample
+
 
 @njit(cache=True)
 def im2col(col, x, kh, kw, stride, pad, oh, ow):
@@ -135,57 +137,22 @@ def col2im(dx, dcol, kh, kw, stride, pad, oh, ow):
 FM = {"reassoc", "contract", "nsz"}
 
 
-@njit(cache=True, fastmath=FM)
-def _conv1ch_sample(ys, xb, w, bias, kh, kw, W):
-    # ys: (OC, L) = conv of one flat sample xb (H*W,) + bias; four taps per pass over the row
-    # (slices keep the indices non-negative, so LLVM vectorises the t loops)
-    OC, L = ys.shape
-    K = kh * kw
-    for oc in range(OC):
-        yr = ys[oc]
-        bv = bias[oc]
-        for t in range(L):
-            yr[t] = bv
-        k = 0
-        while k + 4 <= K:
-            s0 = (k // kw) * W + k % kw
-            s1 = ((k + 1) // kw) * W + (k + 1) % kw
-            s2 = ((k + 2) // kw) * W + (k + 2) % kw
-            s3 = ((k + 3) // kw) * W + (k + 3) % kw
-            w0, w1, w2, w3 = w[k, oc], w[k + 1, oc], w[k + 2, oc], w[k + 3, oc]
-            x0, x1, x2, x3 = xb[s0:s0 + L], xb[s1:s1 + L], xb[s2:s2 + L], xb[s3:s3 + L]
-            for t in range(L):
-                yr[t] += (w0 * x0[t] + w1 * x1[t]) + (w2 * x2[t] + w3 * x3[t])
-            k += 4
-        while k < K:
-            s0 = (k // kw) * W + k % kw
-            w0 = w[k, oc]
-            x0 = xb[s0:s0 + L]
-            for t in range(L):
-                yr[t] += w0 * x0[t]
-            k += 1
+@njit(cache=True)
+def conv1ch_forward(yp, xpad, w6, bias, kh, kw, W):
+    # yp: (B, OC, LP) planar, overwritten with conv(x) + bias  xpad, w6: see conv_direct
+    for b in range(yp.shape[0]):
+        conv1ch_sample(yp[b], xpad[b], w6, bias, kh, kw, W)
 
 
 @njit(cache=True, fastmath=FM)
-def conv1ch_forward(yp, x, w, bias, kh, kw):
-    # yp: (B, OC, L) planar, overwritten with conv(x) + bias  x: (B, H, W, 1)  w: (KH*KW, OC)
-    B, H, W, _ = x.shape
-    xf = x.reshape(B, H * W)
-    for b in range(B):
-        _conv1ch_sample(yp[b], xf[b], w, bias, kh, kw, W)
-
-
-@njit(cache=True, fastmath=FM)
-def conv1ch_pool_forward(out, arg, ys, x, w, bias, kh, kw, p):
+def conv1ch_pool_forward(out, arg, ys, xpad, w6, bias, kh, kw, p, W):
     # conv + bias + p x p max-pool (stride p) per sample, the conv rows staying in L1:
     # out: (B, PH, PW, OC) NHWC  arg: (B, OC, PH, PW) int32, offset t of each maximum in the planar
-    # (OC, L) conv output of its sample  ys: (OC, L) scratch
-    B, H, W, _ = x.shape
-    _, PH, PW, OC = out.shape
-    xf = x.reshape(B, H * W)
+    # (OC, LP) conv output of its sample  ys: (OC, LP) scratch  xpad, w6: see conv_direct
+    B, PH, PW, OC = out.shape
     po = np.empty((OC, PH, PW), out.dtype)     # one sample's pooled maps, planar
     for b in range(B):
-        _conv1ch_sample(ys, xf[b], w, bias, kh, kw, W)
+        conv1ch_sample(ys, xpad[b], w6, bias, kh, kw, W)
         for oc in range(OC):
             yr = ys[oc]
             for r in range(PH):
@@ -231,57 +198,18 @@ def conv1ch_pool_forward(out, arg, ys, x, w, bias, kh, kw, p):
 
 
 @njit(cache=True, fastmath=FM)
-def conv1ch_backward(gw, dx, dzp, x, w, kh, kw, need_dx):
-    # gw: (KH*KW, OC) overwritten  dzp: (B, OC, L) planar, zero in the junk columns
-    # dx: (B, H, W, 1) overwritten when need_dx
-    B, H, W, _ = x.shape
-    OC, L = dzp.shape[1], dzp.shape[2]
+def conv1ch_input_grad(dx, dzp, w, kh, kw, L):
+    # dx: (B, H, W, 1) overwritten from dzp: (B, OC, LP) planar (zero in the junk columns), taps
+    # as transposed axpys over the L real positions
+    B, H, W, _ = dx.shape
+    OC = dzp.shape[1]
     K = kh * kw
-    xf = x.reshape(B, H * W)
-    zero = gw.dtype.type(0.0)
-    gw[:] = zero
-    for b in range(B):
-        xb = xf[b]
-        for oc in range(OC):
-            dr = dzp[b, oc]
-            k = 0
-            while k + 4 <= K:
-                s0 = (k // kw) * W + k % kw
-                s1 = ((k + 1) // kw) * W + (k + 1) % kw
-                s2 = ((k + 2) // kw) * W + (k + 2) % kw
-                s3 = ((k + 3) // kw) * W + (k + 3) % kw
-                x0, x1, x2, x3 = xb[s0:s0 + L], xb[s1:s1 + L], xb[s2:s2 + L], xb[s3:s3 + L]
-                a0 = zero
-                a1 = zero
-                a2 = zero
-                a3 = zero
-                for t in range(L):
-                    d = dr[t]
-                    a0 += x0[t] * d
-                    a1 += x1[t] * d
-                    a2 += x2[t] * d
-                    a3 += x3[t] * d
-                gw[k, oc] += a0
-                gw[k + 1, oc] += a1
-                gw[k + 2, oc] += a2
-                gw[k + 3, oc] += a3
-                k += 4
-            while k < K:
-                s0 = (k // kw) * W + k % kw
-                x0 = xb[s0:s0 + L]
-                a0 = zero
-                for t in range(L):
-                    a0 += x0[t] * dr[t]
-                gw[k, oc] += a0
-                k += 1
-    if not need_dx:
-        return
     dxf = dx.reshape(B, H * W)
-    dxf[:] = zero
+    dxf[:] = 0
     for b in range(B):
         xb = dxf[b]
         for oc in range(OC):
-            dr = dzp[b, oc]
+            dr = dzp[b, oc, :L]
             for k in range(K):
                 s0 = (k // kw) * W + k % kw
                 w0 = w[k, oc]

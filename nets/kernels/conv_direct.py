@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from nets.kernels.simd import LANES, vadd, vbroadcast, vfma, vload, vsplat, vstore
+from nets.kernels.simd import LANES, vadd, vbroadcast, vfma, vload, vsplat, vstore, vsum
 
 
 def padded(n: int) -> int:
@@ -287,3 +287,175 @@ def pad_rows(dzp, dz):
     for n in range(N):
         for oc in range(OCP):
             dzp[n * OCP + oc] = dz[n, oc] if oc < OC else zero
+
+
+# ------------------------------------------------------------------------------------------------
+# One input channel, stride 1, no padding ("flat rows", see nets.kernels.conv): per sample x is a flat
+# vector of H*W values and output channel oc a planar row of LP values with row pitch W (position
+# (i, j) at t = i*W + j; t < L = (OH-1)*W + OW are the real ones, LP = L rounded up to 64). Lanes run
+# over t: 4 vectors x 6 output channels in 24 accumulators, per tap 4 loads of x and 6 broadcast
+# weights. x is read from a copy with 64 spare zeros per sample (xpad), so the last block may run
+# past L.
+
+FLAT_BLOCK = 4 * LANES
+
+
+def flat_pitch(L: int) -> int:
+    """Row pitch LP of the planar flat-row buffers: L rounded up to a whole block."""
+    return -(-L // FLAT_BLOCK) * FLAT_BLOCK
+
+
+@njit(cache=True)
+def pad_samples(xpad, x):
+    # xpad: (B, HWP) = x (B, H, W, 1) flattened per sample, then zeros
+    B = x.shape[0]
+    n = x.shape[1] * x.shape[2]
+    xf = x.reshape(B, n)
+    zero = xpad.dtype.type(0.0)
+    for b in range(B):
+        xr = xpad[b]
+        src = xf[b]
+        for t in range(n):
+            xr[t] = src[t]
+        for t in range(n, xpad.shape[1]):
+            xr[t] = zero
+
+
+@njit(cache=True)
+def pad_weights6(w6, w):
+    # w6: (K * OC6,) flat, OC rounded up to 6 with zeros
+    K, OC = w.shape
+    OC6 = w6.shape[0] // K
+    zero = w6.dtype.type(0.0)
+    for k in range(K):
+        for oc in range(OC6):
+            w6[k * OC6 + oc] = w[k, oc] if oc < OC else zero
+
+
+@njit(cache=True)
+def conv1ch_sample(ys, xb, w6, bias, kh, kw, W):
+    # ys: (OC, LP) = conv of one padded flat sample xb (HWP,) + bias; w6: pad_weights6
+    OC, LP = ys.shape
+    K = kh * kw
+    OC6 = w6.shape[0] // K
+    yf = ys.reshape(-1)
+    for g in range(0, OC6, 6):
+        n = min(6, OC - g)
+        b0 = vsplat(bias[g])
+        b1 = vsplat(bias[g + min(1, n - 1)])
+        b2 = vsplat(bias[g + min(2, n - 1)])
+        b3 = vsplat(bias[g + min(3, n - 1)])
+        b4 = vsplat(bias[g + min(4, n - 1)])
+        b5 = vsplat(bias[g + min(5, n - 1)])
+        for t0 in range(0, LP, FLAT_BLOCK):
+            a00 = b0; a01 = b0; a02 = b0; a03 = b0
+            a10 = b1; a11 = b1; a12 = b1; a13 = b1
+            a20 = b2; a21 = b2; a22 = b2; a23 = b2
+            a30 = b3; a31 = b3; a32 = b3; a33 = b3
+            a40 = b4; a41 = b4; a42 = b4; a43 = b4
+            a50 = b5; a51 = b5; a52 = b5; a53 = b5
+            for di in range(kh):
+                for dj in range(kw):
+                    s = di * W + dj + t0
+                    x0 = vload(xb, s)
+                    x1 = vload(xb, s + LANES)
+                    x2 = vload(xb, s + 2 * LANES)
+                    x3 = vload(xb, s + 3 * LANES)
+                    wo = (di * kw + dj) * OC6 + g
+                    w = vbroadcast(w6, wo)
+                    a00 = vfma(x0, w, a00); a01 = vfma(x1, w, a01); a02 = vfma(x2, w, a02); a03 = vfma(x3, w, a03)
+                    w = vbroadcast(w6, wo + 1)
+                    a10 = vfma(x0, w, a10); a11 = vfma(x1, w, a11); a12 = vfma(x2, w, a12); a13 = vfma(x3, w, a13)
+                    w = vbroadcast(w6, wo + 2)
+                    a20 = vfma(x0, w, a20); a21 = vfma(x1, w, a21); a22 = vfma(x2, w, a22); a23 = vfma(x3, w, a23)
+                    w = vbroadcast(w6, wo + 3)
+                    a30 = vfma(x0, w, a30); a31 = vfma(x1, w, a31); a32 = vfma(x2, w, a32); a33 = vfma(x3, w, a33)
+                    w = vbroadcast(w6, wo + 4)
+                    a40 = vfma(x0, w, a40); a41 = vfma(x1, w, a41); a42 = vfma(x2, w, a42); a43 = vfma(x3, w, a43)
+                    w = vbroadcast(w6, wo + 5)
+                    a50 = vfma(x0, w, a50); a51 = vfma(x1, w, a51); a52 = vfma(x2, w, a52); a53 = vfma(x3, w, a53)
+            o = g * LP + t0
+            _store4(yf, o, a00, a01, a02, a03)
+            if n > 1:
+                _store4(yf, o + LP, a10, a11, a12, a13)
+            if n > 2:
+                _store4(yf, o + 2 * LP, a20, a21, a22, a23)
+            if n > 3:
+                _store4(yf, o + 3 * LP, a30, a31, a32, a33)
+            if n > 4:
+                _store4(yf, o + 4 * LP, a40, a41, a42, a43)
+            if n > 5:
+                _store4(yf, o + 5 * LP, a50, a51, a52, a53)
+
+
+@njit(cache=True, inline="always")
+def _store4(a, i, v0, v1, v2, v3):
+    vstore(a, i, v0)
+    vstore(a, i + LANES, v1)
+    vstore(a, i + 2 * LANES, v2)
+    vstore(a, i + 3 * LANES, v3)
+
+
+@njit(cache=True)
+def conv1ch_weight_grad(gw, gacc, xpad, dzp, kh, kw, W):
+    # gw: (K, OC) overwritten: gw[k, oc] = sum over samples and t of xpad[b, s_k + t] * dzp[b, oc, t]
+    # (s_k = di*W + dj; dzp zero outside the real positions, so the whole pitch LP is summed)
+    # gacc: (K * OC * 16,) lane partial sums; lanes run over t, 5 taps x 3 channels at a time
+    B, OC, LP = dzp.shape
+    K = kh * kw
+    dzf = dzp.reshape(-1)
+    gacc[:] = 0
+    zero = vsplat(gw.dtype.type(0.0))
+    for b in range(B):
+        xb = xpad[b]
+        for k0 in range(0, K, 5):
+            m = min(5, K - k0)
+            s0 = (k0 // kw) * W + k0 % kw
+            s1 = ((k0 + min(1, m - 1)) // kw) * W + (k0 + min(1, m - 1)) % kw
+            s2 = ((k0 + min(2, m - 1)) // kw) * W + (k0 + min(2, m - 1)) % kw
+            s3 = ((k0 + min(3, m - 1)) // kw) * W + (k0 + min(3, m - 1)) % kw
+            s4 = ((k0 + min(4, m - 1)) // kw) * W + (k0 + min(4, m - 1)) % kw
+            for c in range(0, OC, 3):
+                n = min(3, OC - c)
+                d0o = (b * OC + c) * LP
+                d1o = (b * OC + c + min(1, n - 1)) * LP
+                d2o = (b * OC + c + min(2, n - 1)) * LP
+                a00 = zero; a01 = zero; a02 = zero; a03 = zero; a04 = zero
+                a10 = zero; a11 = zero; a12 = zero; a13 = zero; a14 = zero
+                a20 = zero; a21 = zero; a22 = zero; a23 = zero; a24 = zero
+                for t in range(0, LP, LANES):
+                    d0 = vload(dzf, d0o + t)
+                    d1 = vload(dzf, d1o + t)
+                    d2 = vload(dzf, d2o + t)
+                    x = vload(xb, s0 + t)
+                    a00 = vfma(x, d0, a00); a10 = vfma(x, d1, a10); a20 = vfma(x, d2, a20)
+                    x = vload(xb, s1 + t)
+                    a01 = vfma(x, d0, a01); a11 = vfma(x, d1, a11); a21 = vfma(x, d2, a21)
+                    x = vload(xb, s2 + t)
+                    a02 = vfma(x, d0, a02); a12 = vfma(x, d1, a12); a22 = vfma(x, d2, a22)
+                    x = vload(xb, s3 + t)
+                    a03 = vfma(x, d0, a03); a13 = vfma(x, d1, a13); a23 = vfma(x, d2, a23)
+                    x = vload(xb, s4 + t)
+                    a04 = vfma(x, d0, a04); a14 = vfma(x, d1, a14); a24 = vfma(x, d2, a24)
+                # gacc block (k, oc): ((k * OC) + oc) * 16; taps/channels past m/n are not stored
+                _acc_taps(gacc, (k0 * OC + c) * LANES, OC * LANES, m, a00, a01, a02, a03, a04)
+                if n > 1:
+                    _acc_taps(gacc, (k0 * OC + c + 1) * LANES, OC * LANES, m, a10, a11, a12, a13, a14)
+                if n > 2:
+                    _acc_taps(gacc, (k0 * OC + c + 2) * LANES, OC * LANES, m, a20, a21, a22, a23, a24)
+    for k in range(K):
+        for oc in range(OC):
+            gw[k, oc] = vsum(vload(gacc, (k * OC + oc) * LANES))
+
+
+@njit(cache=True, inline="always")
+def _acc_taps(a, i, step, m, v0, v1, v2, v3, v4):
+    _acc(a, i, v0)
+    if m > 1:
+        _acc(a, i + step, v1)
+    if m > 2:
+        _acc(a, i + 2 * step, v2)
+    if m > 3:
+        _acc(a, i + 3 * step, v3)
+    if m > 4:
+        _acc(a, i + 4 * step, v4)
