@@ -81,20 +81,13 @@ class SeqNLLLoss(Loss):
         self.n = N
         if N == 0:
             return 0.0
-        e = self._buf2("e", z.shape, z.dtype)
-        m = z.max(axis=1)
-        np.subtract(z, m[:, None], out=e)
-        zt = e[np.arange(N), self.tgt].astype(np.float64)
-        np.exp(e, out=e)
-        self.s = e.sum(axis=1)
-        self.e = e
-        return float(np.mean(np.log(self.s.astype(np.float64)) - zt))
+        # one fused pass per row: the loss, and its gradient (softmax - onehot) / N for backward
+        e = self.e = self._buf2("e", z.shape, z.dtype)
+        total = kl.softmax_nll_rows(e, np.ascontiguousarray(z), self.tgt, 1.0 / N)
+        return total / N
 
     def backward(self) -> np.ndarray:
         N, e = self.n, getattr(self, "e", None)
-        if N:
-            np.multiply(e, (1.0 / (N * self.s.astype(np.float64))).astype(e.dtype)[:, None], out=e)
-            e[np.arange(N), self.tgt] -= e.dtype.type(1.0 / N)
         if self.full_shape is None:
             return e if N else np.zeros((0, self.V), self.dtype)
         d = self._buf2("d", self.full_shape, self.dtype)

@@ -41,11 +41,14 @@ class Model:
     def _bind(self) -> None:
         off = 0
         for layer in self.layers:
+            start = off
             for name, shape, _ in layer.specs:
                 n = int(np.prod(shape))
                 layer.p[name] = self.params[off:off + n].reshape(shape)
                 layer.g[name] = self.grads[off:off + n].reshape(shape)
                 off += n
+            layer.p_all = self.params[start:off]     # the layer's parameters, in declaration order
+            layer.g_all = self.grads[start:off]
 
     @property
     def n_params(self) -> int:

@@ -302,13 +302,19 @@ class TimeLinear(SeqLayer):
             if self.mask.shape != (B, T):
                 raise ValueError(f"SeqMask is for a {self.mask.shape} batch; input is {(B, T)}")
             rows = self.mask.rows
-            xp = self.cbuf("xp", (len(rows), D))
+            # rows gathered next to a column of ones: [x 1] @ [W; b] (w then b in the flat buffer)
+            # adds the bias inside the matmul instead of in a pass over the N x OUT output
+            xa = self.xa = self.cbuf("xa", (len(rows), D + 1))
+            xa[:, D] = 1
+            xp = xa[:, :D]
             kt.gather_rows(xp, x2, rows)
+            y = self.cbuf("y", (xp.shape[0], self.n_out))
+            np.matmul(xa, self.p_all.reshape(D + 1, self.n_out), out=y)
         else:
             xp = x2
-        y = self.cbuf("y", (xp.shape[0], self.n_out))
-        np.matmul(xp, self.p["w"], out=y)
-        np.add(y, self.p["b"], out=y)
+            y = self.cbuf("y", (xp.shape[0], self.n_out))
+            np.matmul(xp, self.p["w"], out=y)
+            np.add(y, self.p["b"], out=y)
         self.x_shape, self.xp = x.shape, xp
         return y if self.mask is not None else y.reshape(B, T, self.n_out)
 
@@ -316,8 +322,12 @@ class TimeLinear(SeqLayer):
         B, T, D = self.x_shape
         xp = self.xp
         d2 = dy.reshape(xp.shape[0], self.n_out)
-        np.sum(d2, axis=0, out=self.g["b"])
-        np.matmul(xp.T, d2, out=self.g["w"])
+        if self.mask is not None:
+            # [dW; db] = [x 1]^T @ dy in one matmul
+            np.matmul(self.xa.T, d2, out=self.g_all.reshape(D + 1, self.n_out))
+        else:
+            np.sum(d2, axis=0, out=self.g["b"])
+            np.matmul(xp.T, d2, out=self.g["w"])
         if not self.need_dx:
             return None
         if self.mask is None:

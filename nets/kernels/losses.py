@@ -5,6 +5,8 @@ import math
 
 from numba import njit
 
+from nets.kernels.simd import LANES, vadd, vexp, vhmax, vload, vmax, vmul, vsplat, vstore, vsub, vsum
+
 
 @njit(cache=True)
 def logsoftmax_nll_forward(logp, logits, labels):
@@ -72,3 +74,46 @@ def mse_forward_grad(dpred, pred, target):
             dpred[b, d] = scale * e
         total += s
     return total / (B * D)
+
+
+@njit(cache=True)
+def softmax_nll_rows(d, z, tgt, inv_n):
+    # d: (N, V) overwritten with (softmax(z) - onehot(tgt)) * inv_n, the gradient of the mean
+    # cross-entropy; returns the summed cross-entropy (float64). One row at a time (it stays in L1):
+    # max, exp + sum, scale; lanes over the vocabulary (vexp: no math library call per value)
+    N, V = z.shape
+    nv = V // LANES * LANES
+    zero = d.dtype.type(0.0)
+    total = 0.0
+    for r in range(N):
+        zr = z[r]
+        dr = d[r]
+        m = zr[0]
+        if nv:
+            mv = vload(zr, 0)
+            for i in range(LANES, nv, LANES):
+                mv = vmax(mv, vload(zr, i))
+            m = vhmax(mv)
+        for i in range(nv, V):
+            if zr[i] > m:
+                m = zr[i]
+        mb = vsplat(m)
+        acc = vsplat(zero)
+        for i in range(0, nv, LANES):
+            e = vexp(vsub(vload(zr, i), mb))
+            vstore(dr, i, e)
+            acc = vadd(acc, e)
+        s = vsum(acc)
+        for i in range(nv, V):
+            e = math.exp(zr[i] - m)
+            dr[i] = e
+            s += e
+        total += float(m) + math.log(float(s)) - float(zr[tgt[r]])
+        scale = d.dtype.type(inv_n / s)
+        sb = vsplat(scale)
+        for i in range(0, nv, LANES):
+            vstore(dr, i, vmul(vload(dr, i), sb))
+        for i in range(nv, V):
+            dr[i] *= scale
+        dr[tgt[r]] -= d.dtype.type(inv_n)
+    return total

@@ -210,5 +210,70 @@ def vsum(typingctx, v):
     return sig, codegen
 
 
+def _vec_intrinsic(builder, name, vt, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [a.type for a in args]),
+                                        f"llvm.{name}.v{LANES}{vt.element.intrinsic_name}")
+    return builder.call(fn, args)
+
+
+@intrinsic
+def vexp(typingctx, v):
+    """exp per lane. float32: Cephes' expf (range reduction by ln 2, degree-6 polynomial, scaling
+    through the exponent bits; within 2 ulp of the exact value, 0 below -87.3, so it vectorises
+    without a math library); float64: LLVM's exp per lane (libm)."""
+    if not isinstance(v, Vec):
+        raise TypingError(f"vexp: expected a Vec, got {v}")
+    sig = v(v)
+
+    def codegen(context, builder, signature, args):
+        x = args[0]
+        vt = x.type
+        if not isinstance(vt.element, ir.FloatType):
+            return _vec_intrinsic(builder, "exp", vt, [x])
+
+        def c(val):
+            return ir.Constant(vt, [val] * LANES)
+
+        lo = c(-87.33654)
+        xc = _vec_intrinsic(builder, "maxnum", vt, [x, lo])
+        xc = _vec_intrinsic(builder, "minnum", vt, [xc, c(88.37626)])
+        n = _vec_intrinsic(builder, "floor", vt, [builder.fadd(builder.fmul(xc, c(1.44269504088896341)), c(0.5))])
+        r = builder.fsub(xc, builder.fmul(n, c(0.693359375)))
+        r = builder.fsub(r, builder.fmul(n, c(-2.12194440e-4)))
+        p = c(1.9875691500e-4)
+        for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+            p = builder.fadd(builder.fmul(p, r), c(coef))
+        p = builder.fadd(builder.fadd(builder.fmul(p, builder.fmul(r, r)), r), c(1.0))
+        it = ir.VectorType(ir.IntType(32), LANES)
+        e = builder.shl(builder.add(builder.fptosi(n, it), ir.Constant(it, [127] * LANES)),
+                        ir.Constant(it, [23] * LANES))
+        y = builder.fmul(p, builder.bitcast(e, vt))
+        # below the clamp exp underflows: 0; NaN stays NaN
+        y = builder.select(builder.fcmp_ordered("<", x, lo), c(0.0), y)
+        return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
+
+    return sig, codegen
+
+
+@intrinsic
+def vhmax(typingctx, v):
+    """Largest of the 16 lanes."""
+    if not isinstance(v, Vec):
+        raise TypingError(f"vhmax: expected a Vec, got {v}")
+    sig = v.dtype(v)
+
+    def codegen(context, builder, signature, args):
+        x = args[0]
+        n = LANES
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n, 2 * n))))
+            x = builder.select(builder.fcmp_ordered(">", hi, lo), hi, lo)
+        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
 __all__ = ["LANES", "Vec", "vload", "vstore", "vbroadcast", "vsplat", "vadd", "vsub", "vmul", "vmax", "vfma",
-           "vselect_gt", "vget", "vsum"]
+           "vselect_gt", "vget", "vsum", "vexp", "vhmax"]

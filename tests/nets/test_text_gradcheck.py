@@ -117,6 +117,33 @@ def test_sequence_loss_gradient_ignores_padding(targets):
     assert SeqNLLLoss().forward(packed, targets) == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.parametrize("vocab", [16, 37, 300])
+def test_sequence_loss_vector_lanes(vocab):
+    """Vocabularies of whole 16-lane vectors plus a tail: float64 gradient and value, float32 value."""
+    rng = np.random.default_rng(vocab)
+    targets = rng.integers(1, vocab, (3, 4))
+    targets[1, 2:] = 0
+    logits = rng.standard_normal(targets.shape + (vocab,)) * 3
+    assert check_loss(SeqNLLLoss(), logits, targets) <= TOL
+    z = logits[targets != 0]
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    want = -logp[np.arange(len(z)), targets[targets != 0]].mean()
+    assert SeqNLLLoss().forward(logits, targets) == pytest.approx(want, rel=1e-12)
+    loss32 = SeqNLLLoss()
+    assert loss32.forward(logits.astype(np.float32), targets) == pytest.approx(want, rel=1e-5)
+    g = loss32.backward()[targets != 0]
+    soft = np.exp(logp)
+    soft[np.arange(len(z)), targets[targets != 0]] -= 1
+    np.testing.assert_allclose(g, soft / len(z), rtol=2e-5, atol=1e-7)
+
+
+def test_sequence_loss_nan_logit_gives_nan():
+    logits = np.zeros((1, 2, 40), np.float32)
+    logits[0, 1, 17] = np.nan
+    assert np.isnan(SeqNLLLoss().forward(logits, np.array([[3, 5]])))
+
+
 def _model_gradient_errors(model, x, y, loss) -> float:
     """Relative error of every parameter gradient of loss(model(x), y), float64 central differences."""
     loss.forward(model.forward(x), y)
