@@ -143,6 +143,7 @@ def _binary(name, op):
 vadd = _binary("vadd", lambda b, x, y: b.fadd(x, y))
 vsub = _binary("vsub", lambda b, x, y: b.fsub(x, y))
 vmul = _binary("vmul", lambda b, x, y: b.fmul(x, y))
+vdiv = _binary("vdiv", lambda b, x, y: b.fdiv(x, y))
 # max with the first operand kept on ties and NaN in b ignored: (b > a) ? b : a
 vmax = _binary("vmax", lambda b, x, y: b.select(b.fcmp_ordered(">", y, x), y, x))
 
@@ -234,16 +235,22 @@ def vexp(typingctx, v):
         def c(val):
             return ir.Constant(vt, [val] * LANES)
 
+        def fma(a, b, d):
+            return _vec_intrinsic(builder, "fma", vt, [a, b, d])
+
         lo = c(-87.33654)
-        xc = _vec_intrinsic(builder, "maxnum", vt, [x, lo])
-        xc = _vec_intrinsic(builder, "minnum", vt, [xc, c(88.37626)])
-        n = _vec_intrinsic(builder, "floor", vt, [builder.fadd(builder.fmul(xc, c(1.44269504088896341)), c(0.5))])
-        r = builder.fsub(xc, builder.fmul(n, c(0.693359375)))
-        r = builder.fsub(r, builder.fmul(n, c(-2.12194440e-4)))
+        # clamps as compare + select (maxnum/minnum would add NaN fix-ups; NaN lanes are replaced
+        # by x at the end anyway)
+        xc = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
+        hi = c(88.37626)
+        xc = builder.select(builder.fcmp_ordered(">", xc, hi), hi, xc)
+        n = _vec_intrinsic(builder, "floor", vt, [fma(xc, c(1.44269504088896341), c(0.5))])
+        r = fma(n, c(-0.693359375), xc)
+        r = fma(n, c(2.12194440e-4), r)
         p = c(1.9875691500e-4)
         for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-            p = builder.fadd(builder.fmul(p, r), c(coef))
-        p = builder.fadd(builder.fadd(builder.fmul(p, builder.fmul(r, r)), r), c(1.0))
+            p = fma(p, r, c(coef))
+        p = fma(p, builder.fmul(r, r), builder.fadd(r, c(1.0)))
         it = ir.VectorType(ir.IntType(32), LANES)
         e = builder.shl(builder.add(builder.fptosi(n, it), ir.Constant(it, [127] * LANES)),
                         ir.Constant(it, [23] * LANES))
@@ -275,5 +282,5 @@ def vhmax(typingctx, v):
     return sig, codegen
 
 
-__all__ = ["LANES", "Vec", "vload", "vstore", "vbroadcast", "vsplat", "vadd", "vsub", "vmul", "vmax", "vfma",
+__all__ = ["LANES", "Vec", "vload", "vstore", "vbroadcast", "vsplat", "vadd", "vsub", "vmul", "vdiv", "vmax", "vfma",
            "vselect_gt", "vget", "vsum", "vexp", "vhmax"]
