@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from nets.kernels.conv_direct import conv1ch_sample
+from nets.kernels.simd import LANES, vadd, vevens, vload, vmax, vodds, vselect_gt, vsplat, vstore
 
 
 @njit(cache=True)
@@ -150,7 +151,18 @@ def conv1ch_pool_forward(out, arg, ys, xpad, w6, bias, kh, kw, p, W):
     # out: (B, PH, PW, OC) NHWC  arg: (B, OC, PH, PW) int32, offset t of each maximum in the planar
     # (OC, LP) conv output of its sample  ys: (OC, LP) scratch  xpad, w6: see conv_direct
     B, PH, PW, OC = out.shape
-    po = np.empty((OC, PH, PW), out.dtype)     # one sample's pooled maps, planar
+    LP = ys.shape[1]
+    po = np.empty((OC, PH, LANES), out.dtype)     # one sample's pooled maps, planar
+    fi = np.empty(LANES, out.dtype)               # offsets of one row's maxima, as floats
+    # 2 x 2 pools of rows up to 32 wide: two vectors per conv row, even / odd columns split by
+    # shuffles, the max and its offset by selects
+    vec = p == 2 and 2 * PW <= 2 * LANES and (2 * PH - 1) * W + 2 * LANES <= LP
+    lane2 = np.empty(LANES, out.dtype)
+    for c in range(LANES):
+        lane2[c] = 2 * c
+    off1 = vsplat(out.dtype.type(1))
+    offw = vsplat(out.dtype.type(W))
+    offw1 = vsplat(out.dtype.type(W + 1))
     for b in range(B):
         conv1ch_sample(ys, xpad[b], w6, bias, kh, kw, W)
         for oc in range(OC):
@@ -158,7 +170,29 @@ def conv1ch_pool_forward(out, arg, ys, xpad, w6, bias, kh, kw, p, W):
             for r in range(PH):
                 pr = po[oc, r]
                 ar = arg[b, oc, r]
-                if p == 2:
+                if vec:
+                    t0 = 2 * r * W
+                    a0 = vload(yr, t0)
+                    a1 = vload(yr, t0 + LANES)
+                    b0 = vload(yr, t0 + W)
+                    b1 = vload(yr, t0 + W + LANES)
+                    v = vevens(a0, a1)
+                    idx = vadd(vload(lane2, 0), vsplat(out.dtype.type(t0)))
+                    i = idx
+                    u = vodds(a0, a1)
+                    i = vselect_gt(u, v, vadd(idx, off1), i)
+                    v = vmax(v, u)
+                    u = vevens(b0, b1)
+                    i = vselect_gt(u, v, vadd(idx, offw), i)
+                    v = vmax(v, u)
+                    u = vodds(b0, b1)
+                    i = vselect_gt(u, v, vadd(idx, offw1), i)
+                    v = vmax(v, u)
+                    vstore(pr, 0, v)
+                    vstore(fi, 0, i)
+                    for c in range(PW):
+                        ar[c] = np.int32(fi[c])
+                elif p == 2:
                     # branchless selects over c, so the loop vectorises
                     t0 = 2 * r * W
                     t1 = t0 + W

@@ -177,6 +177,27 @@ def vselect_gt(typingctx, a, b, x, y):
     return sig, codegen
 
 
+def _pick(name, first):
+    def impl(typingctx, a, b):
+        if not (isinstance(a, Vec) and a == b):
+            raise TypingError(f"{name}: expected two Vecs of one dtype, got {a}, {b}")
+        sig = a(a, b)
+
+        def codegen(context, builder, signature, args):
+            idx = list(range(first, 2 * LANES, 2))
+            return builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(ir.IntType(32), LANES), idx))
+
+        return sig, codegen
+
+    impl.__name__ = name
+    return intrinsic(impl)
+
+
+# the even / odd lanes of the 32 values a, b: [a0, a2, .., a14, b0, b2, .., b14] / [a1, a3, .., b15]
+vevens = _pick("vevens", 0)
+vodds = _pick("vodds", 1)
+
+
 @intrinsic
 def vget(typingctx, v, lane):
     """Lane `lane` of v, a scalar."""
@@ -283,4 +304,4 @@ def vhmax(typingctx, v):
 
 
 __all__ = ["LANES", "Vec", "vload", "vstore", "vbroadcast", "vsplat", "vadd", "vsub", "vmul", "vdiv", "vmax", "vfma",
-           "vselect_gt", "vget", "vsum", "vexp", "vhmax"]
+           "vselect_gt", "vevens", "vodds", "vget", "vsum", "vexp", "vhmax"]
