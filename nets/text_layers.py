@@ -259,7 +259,10 @@ class Elman(SeqLayer):
         else:
             a = x
         h = self.cbuf("h", (B, T, self.H))
-        kt.elman_forward(h, a, self.p["wh"], self.p["b"])
+        if self.H >= kt.LANES:
+            kt.elman_forward_vec(h, np.ascontiguousarray(a), self.p["wh"], self.p["b"])
+        else:
+            kt.elman_forward(h, a, self.p["wh"], self.p["b"])
         self.x, self.h = x, h
         return h
 
@@ -267,7 +270,16 @@ class Elman(SeqLayer):
         x, h = self.x, self.h
         B, T, D = x.shape
         dz = self.cbuf("dz", h.shape)
-        kt.elman_backward(dz, self.g["wh"], self.g["b"], np.ascontiguousarray(dh), h, self.p["wh"])
+        H = self.H
+        if H >= kt.LANES:
+            # the recurrence in vectors; then dW_h = sum_t h_{t-1}^T dz_t and db in one BLAS call each
+            wht = self.cbuf("wht", (H, H))
+            np.copyto(wht, self.p["wh"].T)
+            kt.elman_backward_vec(dz, np.ascontiguousarray(dh), h, wht)
+            np.matmul(h[:, :-1].reshape(-1, H).T, dz[:, 1:].reshape(-1, H), out=self.g["wh"])
+            np.sum(dz.reshape(-1, H), axis=0, out=self.g["b"])
+        else:
+            kt.elman_backward(dz, self.g["wh"], self.g["b"], np.ascontiguousarray(dh), h, self.p["wh"])
         if not self.in_proj:
             return dz if self.need_dx else None
         dz2 = dz.reshape(B * T, self.H)

@@ -11,6 +11,8 @@ import math
 
 from numba import njit
 
+from nets.kernels.simd import LANES, vadd, vbroadcast, vfma, vload, vmul, vsplat, vstore, vsub, vtanh
+
 
 # ----------------------------------------------------------------------------------- embedding
 
@@ -194,3 +196,94 @@ def scatter_rows(out, src, rows):
         r = rows[n]
         for d in range(D):
             out[r, d] = src[n, d]
+
+
+# Elman with lanes over the hidden units (H >= 16): vectors j0 = 0, 16, ... and a last one that starts
+# at H - 16 (it overlaps the one before and writes the same values there); four samples at a time, so
+# four independent FMA chains hide the latency of each one. h_t depends on h_{t-1} only through the
+# H x H recurrence, so everything else (the input term, the weight gradients) stays in BLAS.
+
+@njit(cache=True)
+def elman_forward_vec(h, a, wh, bias):
+    # as elman_forward; H >= 16
+    B, T, H = a.shape
+    hf = h.reshape(-1)
+    af = a.reshape(-1)
+    whf = wh.reshape(-1)
+    nb = (H + LANES - 1) // LANES
+    for b0 in range(0, B, 4):
+        n = min(4, B - b0)
+        o0 = b0 * T * H
+        o1 = (b0 + min(1, n - 1)) * T * H
+        o2 = (b0 + min(2, n - 1)) * T * H
+        o3 = (b0 + min(3, n - 1)) * T * H
+        for t in range(T):
+            for jb in range(nb):
+                j0 = min(jb * LANES, H - LANES)
+                bv = vload(bias, j0)
+                c0 = vadd(vload(af, o0 + t * H + j0), bv)
+                c1 = vadd(vload(af, o1 + t * H + j0), bv)
+                c2 = vadd(vload(af, o2 + t * H + j0), bv)
+                c3 = vadd(vload(af, o3 + t * H + j0), bv)
+                if t > 0:
+                    p = (t - 1) * H
+                    for i in range(H):
+                        w = vload(whf, i * H + j0)
+                        c0 = vfma(vbroadcast(hf, o0 + p + i), w, c0)
+                        c1 = vfma(vbroadcast(hf, o1 + p + i), w, c1)
+                        c2 = vfma(vbroadcast(hf, o2 + p + i), w, c2)
+                        c3 = vfma(vbroadcast(hf, o3 + p + i), w, c3)
+                # rows past n repeat the last sample: same values, stored last
+                vstore(hf, o0 + t * H + j0, vtanh(c0))
+                vstore(hf, o1 + t * H + j0, vtanh(c1))
+                vstore(hf, o2 + t * H + j0, vtanh(c2))
+                vstore(hf, o3 + t * H + j0, vtanh(c3))
+
+
+@njit(cache=True)
+def elman_backward_vec(dz, dh, h, wht):
+    # dz: (B, T, H) out = dL/d(pre-activation), through time; wht: (H, H) = wh^T, contiguous.
+    # The weight and bias gradients are left to the caller (one matmul over all steps).
+    B, T, H = h.shape
+    dzf = dz.reshape(-1)
+    dhf = dh.reshape(-1)
+    hf = h.reshape(-1)
+    wf = wht.reshape(-1)
+    one = vsplat(h.dtype.type(1.0))
+    nb = (H + LANES - 1) // LANES
+    for b0 in range(0, B, 4):
+        n = min(4, B - b0)
+        o0 = b0 * T * H
+        o1 = (b0 + min(1, n - 1)) * T * H
+        o2 = (b0 + min(2, n - 1)) * T * H
+        o3 = (b0 + min(3, n - 1)) * T * H
+        for t in range(T - 1, -1, -1):
+            for ib in range(nb):
+                i0 = min(ib * LANES, H - LANES)
+                q = t * H + i0
+                g0 = vload(dhf, o0 + q)
+                g1 = vload(dhf, o1 + q)
+                g2 = vload(dhf, o2 + q)
+                g3 = vload(dhf, o3 + q)
+                if t < T - 1:
+                    # h_t feeds z_{t+1} = ... + h_t @ wh: g += dz_{t+1} @ wh^T
+                    p = (t + 1) * H
+                    for j in range(H):
+                        w = vload(wf, j * H + i0)
+                        g0 = vfma(vbroadcast(dzf, o0 + p + j), w, g0)
+                        g1 = vfma(vbroadcast(dzf, o1 + p + j), w, g1)
+                        g2 = vfma(vbroadcast(dzf, o2 + p + j), w, g2)
+                        g3 = vfma(vbroadcast(dzf, o3 + p + j), w, g3)
+                v = vload(hf, o0 + q)
+                d0 = vmul(g0, vsub(one, vmul(v, v)))
+                v = vload(hf, o1 + q)
+                d1 = vmul(g1, vsub(one, vmul(v, v)))
+                v = vload(hf, o2 + q)
+                d2 = vmul(g2, vsub(one, vmul(v, v)))
+                v = vload(hf, o3 + q)
+                d3 = vmul(g3, vsub(one, vmul(v, v)))
+                # the overlapping last block is computed from dz_{t+1} only: storing dz_t now is safe
+                vstore(dzf, o3 + q, d3)
+                vstore(dzf, o2 + q, d2)
+                vstore(dzf, o1 + q, d1)
+                vstore(dzf, o0 + q, d0)

@@ -22,6 +22,10 @@ LAYERS = [
     pytest.param(lambda: Elman(3, in_proj=False), (4, 3), 3, id="elman-no-input-proj"),
     pytest.param(lambda: Elman(4), (1, 2), 2, id="elman-length1"),
     pytest.param(lambda: Elman(2, in_proj=False), (1, 2), 1, id="elman-length1-batch1"),
+    pytest.param(lambda: Elman(16), (5, 3), 2, id="elman-vec-16"),
+    pytest.param(lambda: Elman(20, in_proj=False), (6, 20), 5, id="elman-vec-20-overlap-batch5"),
+    pytest.param(lambda: Elman(37), (3, 5), 3, id="elman-vec-37"),
+    pytest.param(lambda: Elman(16), (1, 4), 1, id="elman-vec-length1-batch1"),
     pytest.param(lambda: TimeLinear(5), (3, 4), 2, id="timelinear"),
     pytest.param(lambda: TimeLinear(3), (1, 2), 1, id="timelinear-length1"),
 ]
@@ -180,3 +184,24 @@ def test_text_cnn_pools_follow_the_length():
     assert text_cnn_pools(100)[2] >= 1 and text_cnn_pools(13) == (1, 1, 1)
     with pytest.raises(Exception, match="seq_len"):
         text_cnn_pools(12)
+
+
+@pytest.mark.parametrize("B, T, H", [(6, 7, 40), (1, 3, 16), (5, 1, 23)])
+def test_elman_vector_kernels_match_scalar(B, T, H):
+    """The lane kernels (H >= 16) against the scalar ones, float64 and float32."""
+    from nets.kernels import text as kt
+    rng = np.random.default_rng(H)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-6)):
+        a = rng.standard_normal((B, T, H)).astype(dtype)
+        wh = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+        bias = rng.standard_normal(H).astype(dtype)
+        h1, h2 = np.empty_like(a), np.empty_like(a)
+        kt.elman_forward(h1, a, wh, bias)
+        kt.elman_forward_vec(h2, a, wh, bias)
+        np.testing.assert_allclose(h2, h1, rtol=tol, atol=tol)
+        dh = rng.standard_normal((B, T, H)).astype(dtype)
+        dz1, dz2 = np.empty_like(a), np.empty_like(a)
+        kt.elman_backward(dz1, np.empty_like(wh), np.empty_like(bias), dh, h1, wh)
+        kt.elman_backward_vec(dz2, dh, h1, np.ascontiguousarray(wh.T))
+        np.testing.assert_allclose(dz2, dz1, rtol=10 * tol, atol=10 * tol)
+
