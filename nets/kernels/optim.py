@@ -5,6 +5,8 @@ import math
 
 from numba import njit
 
+from nets.kernels.simd import LANES, vadd, vdiv, vload, vmul, vsplat, vsqrt, vstore, vsub
+
 
 @njit(cache=True)
 def sgd_update(p, g, buf, clr, momentum, dampening, weight_decay, nesterov, first):
@@ -30,11 +32,21 @@ def sgd_update(p, g, buf, clr, momentum, dampening, weight_decay, nesterov, firs
 
 @njit(cache=True)
 def adagrad_update(p, g, acc, clr, weight_decay, eps):
+    # in 16-lane vectors (sqrt and divide do not auto-vectorise here), the tail in scalars; the
+    # operations are those of the scalar loop, so the result is the same bit for bit
     n = p.shape[0]
     lr = p.dtype.type(clr)
     wd = p.dtype.type(weight_decay)
     e = p.dtype.type(eps)
-    for i in range(n):
+    lrv, wdv, ev = vsplat(lr), vsplat(wd), vsplat(e)
+    nv = n // LANES * LANES
+    for i in range(0, nv, LANES):
+        pv = vload(p, i)
+        d = vadd(vload(g, i), vmul(wdv, pv))
+        a = vadd(vload(acc, i), vmul(d, d))
+        vstore(acc, i, a)
+        vstore(p, i, vsub(pv, vdiv(vmul(lrv, d), vadd(vsqrt(a), ev))))
+    for i in range(nv, n):
         d = g[i] + wd * p[i]
         acc[i] += d * d
         p[i] -= lr * d / (math.sqrt(acc[i]) + e)
@@ -42,6 +54,7 @@ def adagrad_update(p, g, acc, clr, weight_decay, eps):
 
 @njit(cache=True)
 def adam_update(p, g, m, v, clr, beta1, beta2, eps, weight_decay, t):
+    # vectors as adagrad_update
     n = p.shape[0]
     b1 = p.dtype.type(beta1)
     b2 = p.dtype.type(beta2)
@@ -49,7 +62,18 @@ def adam_update(p, g, m, v, clr, beta1, beta2, eps, weight_decay, t):
     step = p.dtype.type(clr * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t))
     e = p.dtype.type(eps)
     one = p.dtype.type(1.0)
-    for i in range(n):
+    b1v, b2v, wdv, sv, ev = vsplat(b1), vsplat(b2), vsplat(wd), vsplat(step), vsplat(e)
+    c1, c2 = vsplat(one - b1), vsplat(one - b2)
+    nv = n // LANES * LANES
+    for i in range(0, nv, LANES):
+        pv = vload(p, i)
+        d = vadd(vload(g, i), vmul(wdv, pv))
+        mv = vadd(vmul(b1v, vload(m, i)), vmul(c1, d))
+        vv = vadd(vmul(b2v, vload(v, i)), vmul(vmul(c2, d), d))
+        vstore(m, i, mv)
+        vstore(v, i, vv)
+        vstore(p, i, vsub(pv, vdiv(vmul(sv, mv), vadd(vsqrt(vv), ev))))
+    for i in range(nv, n):
         d = g[i] + wd * p[i]
         m[i] = b1 * m[i] + (one - b1) * d
         v[i] = b2 * v[i] + (one - b2) * d * d

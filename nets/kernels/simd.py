@@ -239,6 +239,19 @@ def _vec_intrinsic(builder, name, vt, args):
 
 
 @intrinsic
+def vsqrt(typingctx, v):
+    """Square root per lane (correctly rounded, as the scalar one)."""
+    if not isinstance(v, Vec):
+        raise TypingError(f"vsqrt: expected a Vec, got {v}")
+    sig = v(v)
+
+    def codegen(context, builder, signature, args):
+        return _vec_intrinsic(builder, "sqrt", args[0].type, [args[0]])
+
+    return sig, codegen
+
+
+@intrinsic
 def vexp(typingctx, v):
     """exp per lane. float32: Cephes' expf (range reduction by ln 2, degree-6 polynomial, scaling
     through the exponent bits; within 2 ulp of the exact value, 0 below -87.3, so it vectorises
@@ -345,4 +358,4 @@ def vhmax(typingctx, v):
 
 
 __all__ = ["LANES", "Vec", "vload", "vstore", "vbroadcast", "vsplat", "vadd", "vsub", "vmul", "vdiv", "vmax", "vfma",
-           "vselect_gt", "vevens", "vodds", "vget", "vsum", "vexp", "vtanh", "vhmax"]
+           "vselect_gt", "vevens", "vodds", "vget", "vsum", "vsqrt", "vexp", "vtanh", "vhmax"]
