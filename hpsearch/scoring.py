@@ -105,7 +105,7 @@ def _pixel_scaling(kind: str) -> tuple[float, float]:
     return 1.0 / 255.0, 0.0
 
 
-def _pixels(model: Any, kind: str, rows: list[Any]) -> np.ndarray:
+def _pixels(model: Any, kind: str, rows: list[Any]) -> "numpy.ndarray":
     """Raw pixel rows -> the model's input batch, with nets' own preprocessing (``Split``)."""
     import numpy as np
     from nets.data.splits import Split
