@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import HpsearchError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:          # numpy is imported where it is used: `import hpsearch` stays light
+    import numpy as np
+
     from hpsearch.spec import StudySpec
 
 IMAGE, RECONSTRUCT, TEXT, LM = "image_classifier", "reconstruction", "text_classifier", "language_model"
@@ -105,7 +107,7 @@ def _pixel_scaling(kind: str) -> tuple[float, float]:
     return 1.0 / 255.0, 0.0
 
 
-def _pixels(model: Any, kind: str, rows: list[Any]) -> "numpy.ndarray":
+def _pixels(model: Any, kind: str, rows: list[Any]) -> np.ndarray:
     """Raw pixel rows -> the model's input batch, with nets' own preprocessing (``Split``)."""
     import numpy as np
     from nets.data.splits import Split
