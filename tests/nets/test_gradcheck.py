@@ -14,6 +14,7 @@ LAYERS = [
     pytest.param(lambda: Linear(4, act="relu"), (6,), 3, id="linear-relu"),
     pytest.param(lambda: Linear(5, act="sigmoid"), (3,), 2, id="linear-sigmoid"),
     pytest.param(lambda: Linear(3), (4,), 1, id="linear-batch1"),
+    pytest.param(lambda: Linear(3, act="tanh"), (4,), 60, id="linear-batch60-plain-dx"),
     pytest.param(lambda: Conv2d(3, 3), (6, 7, 2), 2, id="conv-3x3-odd"),
     pytest.param(lambda: Conv2d(4, 5, act="tanh"), (9, 9, 1), 2, id="conv-5x5-tanh"),
     pytest.param(lambda: Conv2d(2, 3, stride=2), (7, 8, 3), 2, id="conv-stride2"),
