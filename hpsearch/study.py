@@ -372,7 +372,8 @@ class _Sweep:
         if s.target is not None and s.counted >= s.target:
             self._note(f"budget met: {s.counted} of {s.target} trials done; nothing to run "
                        f"(use --extend N to add N trials)")
-            return self._summary(study, None, None, requeued, budget_met=True)
+            from hpsearch.tracking import resolve_uri
+            return self._summary(study, resolve_uri(self.spec.tracking.uri), None, requeued, budget_met=True)
         timeout = self.spec.budget.timeout_s
         s.deadline = None if timeout is None else time.monotonic() + timeout
         best = _best(study)

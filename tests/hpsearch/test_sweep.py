@@ -74,6 +74,7 @@ def test_lenet_sweep_mlflow_layout_budget_and_extend(tmp_path: Path, env: dict) 
     again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "budget met: 6 of 6" in again.stdout
+    assert "MLflow: mlflow ui --backend-store-uri" in again.stdout     # where to look, on a rerun too
     assert len(_study(tmp_path).trials) == 6
     assert len(mlflow_runs(tmp_path, "lenet")) == 7
 
