@@ -494,7 +494,7 @@ def _build(data: Any, file: str, base_dir: Path, lines: dict[tuple, int],
         ck.fail((), "the study file is empty", "start from studies/lenet.yaml")
     root = ck.mapping(data, (), TOP_KEYS, required=("net", "search_space", "objective", "budget"))
     net = _net(ck, root["net"])
-    fixed = _fixed(ck, root.get("fixed"), net.recipe)
+    fixed = _fixed(ck, root.get("fixed"), net.recipe, base_dir)
     space = _space(ck, root["search_space"], net.recipe, fixed)
     epochs = _epochs(net.recipe, fixed, space)
     seed = ck.integer(root.get("seed", 0), ("seed",), minimum=0)
@@ -595,7 +595,21 @@ def _value_fits(value: Any, kind: type | None) -> bool:
     return isinstance(value, kind)
 
 
-def _fixed(ck: _Checker, value: Any, recipe: Any) -> dict[str, Any]:
+# fixed values that name files (the text CNN's GloVe vectors): ~ expanded, relative paths taken from the
+# study file's folder (from the working directory when given with --set), and the file must exist
+PATH_PARAMS = ("glove",)
+
+
+def _resolve_file(ck: _Checker, path: tuple, value: str, base_dir: Path, hint: str) -> str:
+    expanded = Path(value).expanduser()
+    from_cli = path in ck.overridden or path[:1] in ck.overridden
+    full = expanded if expanded.is_absolute() else (Path.cwd() if from_cli else base_dir) / expanded
+    if not full.exists():
+        ck.fail(path, f"{full} does not exist", hint)
+    return str(full)
+
+
+def _fixed(ck: _Checker, value: Any, recipe: Any, base_dir: Path) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -616,6 +630,9 @@ def _fixed(ck: _Checker, value: Any, recipe: Any) -> dict[str, Any]:
                     f"{recipe.defaults[key]!r}; got {_kind(v)} {_show(v)}")
         if key in ("epochs", "batch_size") and isinstance(v, int) and v < 1:
             ck.fail(("fixed", key), f"must be >= 1; got {v}")
+        if key in PATH_PARAMS and isinstance(v, str):
+            v = _resolve_file(ck, ("fixed", key), v, base_dir,
+                              "fix the path (relative paths are relative to the study file)")
         out[key] = v
     return out
 

@@ -247,3 +247,30 @@ def test_generated_yaml_text_raises_nothing_but_spec_error(tmp_path_factory, tex
         load_spec(path)
     except SpecError as exc:
         assert "\n" not in exc.line()
+
+
+def test_glove_path_resolved_like_data_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fixed.glove: relative to the study file (or the working directory with --set), ~ expanded,
+    and a missing file is one error naming fixed.glove."""
+    (tmp_path / "vec").mkdir()
+    (tmp_path / "vec" / "g.txt").write_text("the 0.1 0.2\n")
+    study = yaml.safe_load(Path("studies/textcnn.yaml").read_text())
+    study["fixed"]["glove"] = "vec/g.txt"
+    spec_file = tmp_path / "tc.yaml"
+    spec_file.write_text(yaml.safe_dump(study))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_spec(spec_file).fixed["glove"] == str(tmp_path / "vec" / "g.txt")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    study["fixed"]["glove"] = "~/vec/g.txt"
+    spec_file.write_text(yaml.safe_dump(study))
+    assert load_spec(spec_file).fixed["glove"] == str(tmp_path / "vec" / "g.txt")
+    (elsewhere / "mine.txt").write_text("the 0.1 0.2\n")
+    got = load_spec(spec_file, [("fixed.glove", "mine.txt", "--set fixed.glove=mine.txt")])
+    assert got.fixed["glove"] == str(elsewhere / "mine.txt")
+    study["fixed"]["glove"] = "vec/none.txt"
+    spec_file.write_text(yaml.safe_dump(study))
+    with pytest.raises(SpecError) as err:
+        load_spec(spec_file)
+    assert "fixed.glove" in str(err.value) and "does not exist" in str(err.value)
