@@ -206,13 +206,16 @@ def parse_overrides(items: Iterable[str], file: str) -> list[Override]:
     return out
 
 
-def load_spec(path: str | Path, overrides: Sequence[Override] | Mapping[str, Any] = ()) -> StudySpec:
+def load_spec(path: str | Path, overrides: Sequence[Override] | Mapping[str, Any] = (), *,
+              define_by_run: bool = False) -> StudySpec:
     """Read, validate and freeze a study file.
 
     Args:
         path: the YAML file.
         overrides: ``(dotted.key, value, label)`` triples (see :func:`parse_overrides`) or a
             ``{"dotted.key": value}`` mapping, applied before validation.
+        define_by_run: the study will run with a define-by-run space (``run_study(spec, space=f)``),
+            so ``search_space`` may be left out of the file (when present it is still validated).
 
     Raises:
         SpecError: the file or an override is invalid; nothing has been created.
@@ -220,16 +223,19 @@ def load_spec(path: str | Path, overrides: Sequence[Override] | Mapping[str, Any
     file = str(path)
     text = _read_text(Path(path), file)
     data, lines = _parse_yaml(text, file)
-    return _build(data, file, Path(path).resolve().parent, lines, _as_overrides(overrides), text)
+    return _build(data, file, Path(path).resolve().parent, lines, _as_overrides(overrides), text,
+                  define_by_run)
 
 
 def spec_from_dict(data: Mapping[str, Any], *, name: str = "study", base_dir: str | Path = ".",
-                   overrides: Sequence[Override] | Mapping[str, Any] = ()) -> StudySpec:
-    """Validate a study given as a Python mapping (same keys as the YAML file)."""
+                   overrides: Sequence[Override] | Mapping[str, Any] = (),
+                   define_by_run: bool = False) -> StudySpec:
+    """Validate a study given as a Python mapping (same keys as the YAML file; ``define_by_run``
+    as in :func:`load_spec`)."""
     raw = dict(data)
     raw.setdefault("name", name)
     text = yaml.safe_dump(_plain(raw), sort_keys=False)
-    return _build(raw, "<dict>", Path(base_dir).resolve(), {}, _as_overrides(overrides), text)
+    return _build(raw, "<dict>", Path(base_dir).resolve(), {}, _as_overrides(overrides), text, define_by_run)
 
 
 def parse_duration(value: Any) -> float:
@@ -487,15 +493,22 @@ class _Net:
 
 
 def _build(data: Any, file: str, base_dir: Path, lines: dict[tuple, int],
-           overrides: list[Override], text: str) -> StudySpec:
+           overrides: list[Override], text: str, define_by_run: bool = False) -> StudySpec:
     ck = _Checker(file, lines)
     data = _apply_overrides(data, overrides, ck)
     if data is None:
         ck.fail((), "the study file is empty", "start from studies/lenet.yaml")
-    root = ck.mapping(data, (), TOP_KEYS, required=("net", "search_space", "objective", "budget"))
+    required = ("net", "objective", "budget") if define_by_run else ("net", "search_space", "objective", "budget")
+    root = ck.mapping(data, (), TOP_KEYS, required=required)
     net = _net(ck, root["net"])
     fixed = _fixed(ck, root.get("fixed"), net.recipe, base_dir)
-    space = _space(ck, root["search_space"], net.recipe, fixed)
+    if define_by_run and root.get("search_space") is None:
+        space: tuple[ParamSpec, ...] = ()
+        if isinstance(root.get("sampler"), dict) and root["sampler"].get("name") == "grid":
+            ck.fail(("sampler", "name"), "grid needs the file's search_space",
+                    "add search_space, or use another sampler with a define-by-run space")
+    else:
+        space = _space(ck, root["search_space"], net.recipe, fixed)
     epochs = _epochs(net.recipe, fixed, space)
     seed = ck.integer(root.get("seed", 0), ("seed",), minimum=0)
     return StudySpec(

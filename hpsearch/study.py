@@ -138,6 +138,9 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
     """
     if extend is not None and extend < 1:
         raise SpecError(spec.file, "--extend", f"must be >= 1; got {extend}")
+    if space is None and not spec.space:
+        raise SpecError(spec.file, "search_space", "is missing (the spec was loaded with define_by_run)",
+                        "pass space=... to run_study, or add search_space to the file")
     sweep = _Sweep(spec, space, observer or Observer(), spark)
     return sweep.run(extend)
 

@@ -53,7 +53,8 @@ def test_define_by_run_space_with_a_custom_net(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = lenet_dict(net="recipes_for_tests:make_fragile", pruner={"name": "median"},
                       budget={"trials": 3}, data={"limit": 200}, fixed={"epochs": 1})
-    spec = hpsearch.spec_from_dict(data, name="custom", base_dir=tmp_path)
+    del data["search_space"]         # the function is the space
+    spec = hpsearch.spec_from_dict(data, name="custom", base_dir=tmp_path, define_by_run=True)
     summary = hpsearch.run_study(spec, space=_space)
     assert summary.added == 3 and summary.counts["complete"] >= 1
     trials = hpsearch.trial_summaries(spec)
@@ -61,6 +62,25 @@ def test_define_by_run_space_with_a_custom_net(tmp_path: Path, monkeypatch) -> N
     best = hpsearch.best_trial(spec)
     assert best.state == "COMPLETE" and best.run_id
     assert summary.best.number == best.number
+
+
+def test_define_by_run_spec_may_leave_out_search_space(tmp_path: Path) -> None:
+    data = lenet_dict()
+    del data["search_space"]
+    with pytest.raises(SpecError, match="search_space"):
+        hpsearch.spec_from_dict(data, base_dir=tmp_path)
+    spec = hpsearch.spec_from_dict(data, base_dir=tmp_path, define_by_run=True)
+    assert spec.space == ()
+    with pytest.raises(SpecError, match="pass space=") as err:
+        hpsearch.run_study(spec)
+    assert err.value.key == "search_space"
+    with pytest.raises(SpecError, match="grid needs"):
+        hpsearch.spec_from_dict({**data, "sampler": {"name": "grid"}}, base_dir=tmp_path, define_by_run=True)
+    # a search_space that is there is still validated
+    bad = lenet_dict(search_space={"lr": {"type": "float", "low": 1, "high": 0}})
+    with pytest.raises(SpecError, match="search_space.lr"):
+        hpsearch.spec_from_dict(bad, base_dir=tmp_path, define_by_run=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_running_driver_is_not_disturbed(tmp_path: Path, monkeypatch) -> None:
