@@ -152,7 +152,7 @@ def conv1ch_pool_forward(out, arg, ys, xpad, w6, bias, kh, kw, p, W):
     # (OC, LP) conv output of its sample  ys: (OC, LP) scratch  xpad, w6: see conv_direct
     B, PH, PW, OC = out.shape
     LP = ys.shape[1]
-    po = np.empty((OC, PH, LANES), out.dtype)     # one sample's pooled maps, planar
+    po = np.empty((OC, PH, max(PW, LANES)), out.dtype)   # one sample's pooled maps, planar
     fi = np.empty(LANES, out.dtype)               # offsets of one row's maxima, as floats
     # 2 x 2 pools of rows up to 32 wide: two vectors per conv row, even / odd columns split by
     # shuffles, the max and its offset by selects
