@@ -164,7 +164,7 @@ class Conv2d(Layer):
             self.xpad = self.buf("xpad", (B, H * W + kd.FLAT_BLOCK))
             kd.pad_samples(self.xpad, x)
             w6 = self.buf("w6", (self.k * self.k * (-(-OC // 6) * 6),))
-            kd.pad_weights6(w6, self.p["w"])
+            kd.pad_weights(w6, self.p["w"])
             if p:
                 self.arg = self.buf("arg", (B, OC, self.oh // p, self.ow // p), np.int32)
                 kc.conv1ch_pool_forward(out, self.arg, self.buf("ys", (OC, LP)), self.xpad, w6,

@@ -32,7 +32,7 @@ def padded(n: int) -> int:
 
 @njit(cache=True)
 def pad_weights(wp, w):
-    # wp: (K * OCP,) flat, row k = w[k] then zeros
+    # wp: (K * OCP,) flat, row k = w[k] then zeros (OCP >= OC: the length of wp decides it)
     K, OC = w.shape
     OCP = wp.shape[0] // K
     zero = wp.dtype.type(0.0)
@@ -322,19 +322,9 @@ def pad_samples(xpad, x):
 
 
 @njit(cache=True)
-def pad_weights6(w6, w):
-    # w6: (K * OC6,) flat, OC rounded up to 6 with zeros
-    K, OC = w.shape
-    OC6 = w6.shape[0] // K
-    zero = w6.dtype.type(0.0)
-    for k in range(K):
-        for oc in range(OC6):
-            w6[k * OC6 + oc] = w[k, oc] if oc < OC else zero
-
-
-@njit(cache=True)
 def conv1ch_sample(ys, xb, w6, bias, kh, kw, W):
-    # ys: (OC, LP) = conv of one padded flat sample xb (HWP,) + bias; w6: pad_weights6
+    # ys: (OC, LP) = conv of one padded flat sample xb (HWP,) + bias; w6: pad_weights with OC
+    # rounded up to a multiple of 6
     OC, LP = ys.shape
     K = kh * kw
     OC6 = w6.shape[0] // K

@@ -156,10 +156,7 @@ def vfma(typingctx, a, b, c):
     sig = a(a, b, c)
 
     def codegen(context, builder, signature, args):
-        vt = args[0].type
-        name = f"llvm.fma.v{LANES}{vt.element.intrinsic_name}"
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), name)
-        return builder.call(fn, [args[0], args[1], args[2]])
+        return _fma(builder, args[0], args[1], args[2])
 
     return sig, codegen
 
@@ -212,6 +209,17 @@ def vget(typingctx, v, lane):
     return sig, codegen
 
 
+def _tree(builder, x, combine):
+    # fold the 16 lanes pairwise (halves, quarters, ...) with combine(lo, hi); lane 0 of the last one
+    n = LANES
+    while n > 1:
+        n //= 2
+        lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
+        hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n, 2 * n))))
+        x = combine(lo, hi)
+    return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+
+
 @intrinsic
 def vsum(typingctx, v):
     """Sum of the 16 lanes, as a fixed pairwise tree (the same order on every machine)."""
@@ -220,14 +228,7 @@ def vsum(typingctx, v):
     sig = v.dtype(v)
 
     def codegen(context, builder, signature, args):
-        x = args[0]
-        n = LANES
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
-            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n, 2 * n))))
-            x = builder.fadd(lo, hi)
-        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+        return _tree(builder, args[0], builder.fadd)
 
     return sig, codegen
 
@@ -236,6 +237,20 @@ def _vec_intrinsic(builder, name, vt, args):
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [a.type for a in args]),
                                         f"llvm.{name}.v{LANES}{vt.element.intrinsic_name}")
     return builder.call(fn, args)
+
+
+def _const(vt, value):
+    return ir.Constant(vt, [value] * LANES)
+
+
+def _fma(builder, a, b, c):
+    return _vec_intrinsic(builder, "fma", a.type, [a, b, c])
+
+
+def _clamp(builder, x, lo, hi):
+    # compare + select (maxnum/minnum would add NaN fix-ups; callers put NaN lanes back at the end)
+    x = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
+    return builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
 
 
 @intrinsic
@@ -267,24 +282,17 @@ def vexp(typingctx, v):
             return _vec_intrinsic(builder, "exp", vt, [x])
 
         def c(val):
-            return ir.Constant(vt, [val] * LANES)
-
-        def fma(a, b, d):
-            return _vec_intrinsic(builder, "fma", vt, [a, b, d])
+            return _const(vt, val)
 
         lo = c(-87.33654)
-        # clamps as compare + select (maxnum/minnum would add NaN fix-ups; NaN lanes are replaced
-        # by x at the end anyway)
-        xc = builder.select(builder.fcmp_ordered("<", x, lo), lo, x)
-        hi = c(88.37626)
-        xc = builder.select(builder.fcmp_ordered(">", xc, hi), hi, xc)
-        n = _vec_intrinsic(builder, "floor", vt, [fma(xc, c(1.44269504088896341), c(0.5))])
-        r = fma(n, c(-0.693359375), xc)
-        r = fma(n, c(2.12194440e-4), r)
+        xc = _clamp(builder, x, lo, c(88.37626))
+        n = _vec_intrinsic(builder, "floor", vt, [_fma(builder, xc, c(1.44269504088896341), c(0.5))])
+        r = _fma(builder, n, c(-0.693359375), xc)
+        r = _fma(builder, n, c(2.12194440e-4), r)
         p = c(1.9875691500e-4)
         for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-            p = fma(p, r, c(coef))
-        p = fma(p, builder.fmul(r, r), builder.fadd(r, c(1.0)))
+            p = _fma(builder, p, r, c(coef))
+        p = _fma(builder, p, builder.fmul(r, r), builder.fadd(r, c(1.0)))
         it = ir.VectorType(ir.IntType(32), LANES)
         e = builder.shl(builder.add(builder.fptosi(n, it), ir.Constant(it, [127] * LANES)),
                         ir.Constant(it, [23] * LANES))
@@ -312,23 +320,18 @@ def vtanh(typingctx, v):
             return _vec_intrinsic(builder, "tanh", vt, [x])
 
         def c(val):
-            return ir.Constant(vt, [val] * LANES)
+            return _const(vt, val)
 
-        def fma(a, b, d):
-            return _vec_intrinsic(builder, "fma", vt, [a, b, d])
-
-        hi, lo = c(7.90531110763549805), c(-7.90531110763549805)
-        xc = builder.select(builder.fcmp_ordered(">", x, hi), hi, x)
-        xc = builder.select(builder.fcmp_ordered("<", xc, lo), lo, xc)
+        xc = _clamp(builder, x, c(-7.90531110763549805), c(7.90531110763549805))
         x2 = builder.fmul(xc, xc)
         p = c(-2.76076847742355e-16)
         for coef in (2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
                      1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03):
-            p = fma(p, x2, c(coef))
+            p = _fma(builder, p, x2, c(coef))
         p = builder.fmul(p, xc)
         q = c(1.19825839466702e-06)
         for coef in (1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03):
-            q = fma(q, x2, c(coef))
+            q = _fma(builder, q, x2, c(coef))
         y = builder.fdiv(p, q)
         ax = _vec_intrinsic(builder, "fabs", vt, [x])
         # tiny inputs: tanh(x) = x to float precision; NaN stays NaN (the compare is false)
@@ -345,14 +348,7 @@ def vhmax(typingctx, v):
     sig = v.dtype(v)
 
     def codegen(context, builder, signature, args):
-        x = args[0]
-        n = LANES
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
-            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n, 2 * n))))
-            x = builder.select(builder.fcmp_ordered(">", hi, lo), hi, lo)
-        return builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+        return _tree(builder, args[0], lambda lo, hi: builder.select(builder.fcmp_ordered(">", hi, lo), hi, lo))
 
     return sig, codegen
 
