@@ -189,3 +189,55 @@ def test_direct_conv_matches_im2col(make, in_shape, batch):
     for a, b in zip(*outs):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
+
+
+def _run_conv(layer_factory, in_shape, x, d, path):
+    from nets.model import Model
+    m = Model([layer_factory()], in_shape, dtype=np.float64, seed=5)
+    layer = m.layers[0]
+    layer.need_dx = True
+    if path == "im2col":
+        layer.flat = layer.direct = False
+    y = m.forward(x).copy()
+    dx = layer.backward(d(y.shape)).copy()
+    return y, dx, m.grads.copy()
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_fast_conv_paths_match_im2col_on_random_shapes(seed):
+    """Random shapes through the flat-row (one channel) and direct (KW*C >= 16) kernels, against the
+    im2col + BLAS path: outputs, input and parameter gradients (float64)."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 6))
+    flat = seed % 2 == 0
+    cmin = -(-16 // k)
+    C = 1 if flat else int(rng.integers(cmin, cmin + 8))
+    stride = 1 if flat else int(rng.integers(1, 3))
+    pool = int(rng.choice([0, 2, 2, 3]))
+    OC = int(rng.integers(1, 35))
+    act = [None, "tanh", "relu", "sigmoid"][seed % 4]
+    need = (k + pool * stride) if pool else k
+    H, W = int(rng.integers(need, need + 30)), int(rng.integers(need, need + 40))
+    B = int(rng.integers(1, 6))
+    in_shape = (H, W, C)
+
+    def make():
+        return Conv2d(OC, k, stride=stride, act=act, pool=pool)
+
+    probe = make()
+    try:
+        probe.build(in_shape)
+    except ValueError:
+        pytest.skip("pool does not fit")      # the shape generator may give a too-small output
+    assert probe.flat if flat else probe.direct
+    x = rng.standard_normal((B,) + in_shape)
+    gen = np.random.default_rng(seed + 100)
+    dys = {}
+
+    def d(shape):
+        return dys.setdefault(shape, gen.standard_normal(shape))
+
+    fast = _run_conv(make, in_shape, x, d, "fast")
+    ref = _run_conv(make, in_shape, x, d, "im2col")
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
