@@ -348,8 +348,11 @@ class Activation(Layer):
 
     def forward(self, x):
         y = self.buf("y", x.shape)
-        np.copyto(y, x)
-        ka.apply_act(y.reshape(-1, 1), None, self._act)
+        if self._act == ka.ACT_TANH:
+            np.tanh(x, out=y)               # one pass, no copy first
+        else:
+            np.copyto(y, x)
+            ka.apply_act(y.reshape(-1, 1), None, self._act)
         self.y = y
         return y
 
