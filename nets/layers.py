@@ -164,7 +164,7 @@ class Conv2d(Layer):
             self.xpad = self.buf("xpad", (B, H * W + kd.FLAT_BLOCK))
             kd.pad_samples(self.xpad, x)
             w6 = self.buf("w6", (self.k * self.k * (-(-OC // 6) * 6),))
-            kd.pad_weights(w6, self.p["w"])
+            kd.pad_rows(w6, self.p["w"])
             if p:
                 self.arg = self.buf("arg", (B, OC, self.oh // p, self.ow // p), np.int32)
                 kc.conv1ch_pool_forward(out, self.arg, self.buf("ys", (OC, LP)), self.xpad, w6,
@@ -217,7 +217,7 @@ class Conv2d(Layer):
         OCP = kd.padded(OC)
         rows = B * self.oh * self.ow
         wp = self.buf("wp", (K * OCP,))
-        kd.pad_weights(wp, self.p["w"])
+        kd.pad_rows(wp, self.p["w"])
         yp = self.buf("yp", (rows * OCP,))
         kd.conv_forward(yp, x, wp, self.k, self.k, self.stride, self.oh, self.ow)
         if out is not None:

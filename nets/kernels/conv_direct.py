@@ -31,8 +31,9 @@ def padded(n: int) -> int:
 
 
 @njit(cache=True)
-def pad_weights(wp, w):
-    # wp: (K * OCP,) flat, row k = w[k] then zeros (OCP >= OC: the length of wp decides it)
+def pad_rows(wp, w):
+    # wp: (K * OCP,) flat, row k = w[k] then zeros (OCP >= OC: the length of wp decides it); pads
+    # weights (K, OC) and output gradients (N, OC) alike
     K, OC = w.shape
     OCP = wp.shape[0] // K
     zero = wp.dtype.type(0.0)
@@ -55,7 +56,7 @@ def pad_weights_t(wt, w, kh, QP):
 
 @njit(cache=True)
 def conv_forward(y, x, wp, kh, kw, stride, oh, ow):
-    # y: (B*OH*OW*OCP,) flat, overwritten with conv(x) (no bias)  x: (B, H, W, C)  wp: pad_weights
+    # y: (B*OH*OW*OCP,) flat, overwritten with conv(x) (no bias)  x: (B, H, W, C)  wp: pad_rows(w)
     B, H, W, C = x.shape
     Q = kw * C
     OCP = wp.shape[0] // (kh * Q)
@@ -278,17 +279,6 @@ def unpad_rows(y, yp):
             y[n, oc] = yp[n * OCP + oc]
 
 
-@njit(cache=True)
-def pad_rows(dzp, dz):
-    # dzp: (N * OCP,) flat = dz (N, OC) with zero padding lanes
-    N, OC = dz.shape
-    OCP = dzp.shape[0] // N
-    zero = dzp.dtype.type(0.0)
-    for n in range(N):
-        for oc in range(OCP):
-            dzp[n * OCP + oc] = dz[n, oc] if oc < OC else zero
-
-
 # ------------------------------------------------------------------------------------------------
 # One input channel, stride 1, no padding ("flat rows", see nets.kernels.conv): per sample x is a flat
 # vector of H*W values and output channel oc a planar row of LP values with row pitch W (position
@@ -323,7 +313,7 @@ def pad_samples(xpad, x):
 
 @njit(cache=True)
 def conv1ch_sample(ys, xb, w6, bias, kh, kw, W):
-    # ys: (OC, LP) = conv of one padded flat sample xb (HWP,) + bias; w6: pad_weights with OC
+    # ys: (OC, LP) = conv of one padded flat sample xb (HWP,) + bias; w6: pad_rows(w) with OC
     # rounded up to a multiple of 6
     OC, LP = ys.shape
     K = kh * kw

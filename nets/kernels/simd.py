@@ -59,6 +59,14 @@ def _vec_ptr(context, builder, aryty, ary, idx, idxty):
     return builder.bitcast(p, ir.VectorType(elem, LANES).as_pointer())
 
 
+def _splat(builder, scalar):
+    # 16 copies of an LLVM scalar: insert into lane 0, then a zero shuffle mask
+    vt = ir.VectorType(scalar.type, LANES)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+
+
 @intrinsic
 def vload(typingctx, a, i):
     """The 16 values a[i:i+16]."""
@@ -102,10 +110,7 @@ def vbroadcast(typingctx, a, i):
         k = context.cast(builder, args[1], i, types.intp)
         ld = builder.load(builder.gep(arr.data, [k]))
         ld.align = a.dtype.bitwidth // 8
-        vt = ir.VectorType(context.get_value_type(a.dtype), LANES)
-        v = builder.insert_element(ir.Constant(vt, ir.Undefined), ld, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+        return _splat(builder, ld)
 
     return sig, codegen
 
@@ -117,10 +122,7 @@ def vsplat(typingctx, x):
     sig = Vec(x)(x)
 
     def codegen(context, builder, signature, args):
-        vt = ir.VectorType(context.get_value_type(x), LANES)
-        v = builder.insert_element(ir.Constant(vt, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask)
+        return _splat(builder, args[0])
 
     return sig, codegen
 
@@ -266,78 +268,79 @@ def vsqrt(typingctx, v):
     return sig, codegen
 
 
-@intrinsic
-def vexp(typingctx, v):
-    """exp per lane. float32: Cephes' expf (range reduction by ln 2, degree-6 polynomial, scaling
-    through the exponent bits; within 2 ulp of the exact value, 0 below -87.3, so it vectorises
-    without a math library); float64: LLVM's exp per lane (libm)."""
-    if not isinstance(v, Vec):
-        raise TypingError(f"vexp: expected a Vec, got {v}")
-    sig = v(v)
+def _math_unary(name, doc, float32):
+    """An intrinsic computing `name` per lane: float32 lanes through float32(builder, x) (a polynomial,
+    no math library call), float64 lanes through LLVM's llvm.<name> (libm per lane)."""
+    def impl(typingctx, v):
+        if not isinstance(v, Vec):
+            raise TypingError(f"{name}: expected a Vec, got {v}")
+        sig = v(v)
 
-    def codegen(context, builder, signature, args):
-        x = args[0]
-        vt = x.type
-        if not isinstance(vt.element, ir.FloatType):
-            return _vec_intrinsic(builder, "exp", vt, [x])
+        def codegen(context, builder, signature, args):
+            x = args[0]
+            if not isinstance(x.type.element, ir.FloatType):
+                return _vec_intrinsic(builder, name[1:], x.type, [x])
+            return float32(builder, x)
 
-        def c(val):
-            return _const(vt, val)
+        return sig, codegen
 
-        lo = c(-87.33654)
-        xc = _clamp(builder, x, lo, c(88.37626))
-        n = _vec_intrinsic(builder, "floor", vt, [_fma(builder, xc, c(1.44269504088896341), c(0.5))])
-        r = _fma(builder, n, c(-0.693359375), xc)
-        r = _fma(builder, n, c(2.12194440e-4), r)
-        p = c(1.9875691500e-4)
-        for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-            p = _fma(builder, p, r, c(coef))
-        p = _fma(builder, p, builder.fmul(r, r), builder.fadd(r, c(1.0)))
-        it = ir.VectorType(ir.IntType(32), LANES)
-        e = builder.shl(builder.add(builder.fptosi(n, it), ir.Constant(it, [127] * LANES)),
-                        ir.Constant(it, [23] * LANES))
-        y = builder.fmul(p, builder.bitcast(e, vt))
-        # below the clamp exp underflows: 0; NaN stays NaN
-        y = builder.select(builder.fcmp_ordered("<", x, lo), c(0.0), y)
-        return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
-
-    return sig, codegen
+    impl.__name__ = name
+    impl.__doc__ = doc
+    return intrinsic(impl)
 
 
-@intrinsic
-def vtanh(typingctx, v):
-    """tanh per lane. float32: the rational approximation of Eigen's generic_fast_tanh_float (degree
-    13 / 6 in x, inputs clamped to +-7.9053, x itself below 4e-4 in magnitude: within a few ulp, no
-    math library); float64: LLVM's tanh per lane (libm)."""
-    if not isinstance(v, Vec):
-        raise TypingError(f"vtanh: expected a Vec, got {v}")
-    sig = v(v)
+def _exp_f32(builder, x):
+    # Cephes' expf: range reduction by ln 2, degree-6 polynomial, 2^n through the exponent bits
+    vt = x.type
 
-    def codegen(context, builder, signature, args):
-        x = args[0]
-        vt = x.type
-        if not isinstance(vt.element, ir.FloatType):
-            return _vec_intrinsic(builder, "tanh", vt, [x])
+    def c(val):
+        return _const(vt, val)
 
-        def c(val):
-            return _const(vt, val)
+    lo = c(-87.33654)
+    xc = _clamp(builder, x, lo, c(88.37626))
+    n = _vec_intrinsic(builder, "floor", vt, [_fma(builder, xc, c(1.44269504088896341), c(0.5))])
+    r = _fma(builder, n, c(-0.693359375), xc)
+    r = _fma(builder, n, c(2.12194440e-4), r)
+    p = c(1.9875691500e-4)
+    for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = _fma(builder, p, r, c(coef))
+    p = _fma(builder, p, builder.fmul(r, r), builder.fadd(r, c(1.0)))
+    it = ir.VectorType(ir.IntType(32), LANES)
+    e = builder.shl(builder.add(builder.fptosi(n, it), ir.Constant(it, [127] * LANES)),
+                    ir.Constant(it, [23] * LANES))
+    y = builder.fmul(p, builder.bitcast(e, vt))
+    # below the clamp exp underflows: 0; NaN stays NaN
+    y = builder.select(builder.fcmp_ordered("<", x, lo), c(0.0), y)
+    return builder.select(builder.fcmp_unordered("uno", x, x), x, y)
 
-        xc = _clamp(builder, x, c(-7.90531110763549805), c(7.90531110763549805))
-        x2 = builder.fmul(xc, xc)
-        p = c(-2.76076847742355e-16)
-        for coef in (2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
-                     1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03):
-            p = _fma(builder, p, x2, c(coef))
-        p = builder.fmul(p, xc)
-        q = c(1.19825839466702e-06)
-        for coef in (1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03):
-            q = _fma(builder, q, x2, c(coef))
-        y = builder.fdiv(p, q)
-        ax = _vec_intrinsic(builder, "fabs", vt, [x])
-        # tiny inputs: tanh(x) = x to float precision; NaN stays NaN (the compare is false)
-        return builder.select(builder.fcmp_ordered("<", ax, c(0.0004)), x, y)
 
-    return sig, codegen
+def _tanh_f32(builder, x):
+    # Eigen's generic_fast_tanh_float: a rational function of degree 13 / 6 on inputs clamped to
+    # +-7.9053; x itself below 4e-4 in magnitude
+    vt = x.type
+
+    def c(val):
+        return _const(vt, val)
+
+    xc = _clamp(builder, x, c(-7.90531110763549805), c(7.90531110763549805))
+    x2 = builder.fmul(xc, xc)
+    p = c(-2.76076847742355e-16)
+    for coef in (2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                 1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03):
+        p = _fma(builder, p, x2, c(coef))
+    p = builder.fmul(p, xc)
+    q = c(1.19825839466702e-06)
+    for coef in (1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03):
+        q = _fma(builder, q, x2, c(coef))
+    y = builder.fdiv(p, q)
+    ax = _vec_intrinsic(builder, "fabs", vt, [x])
+    # tiny inputs: tanh(x) = x to float precision; NaN stays NaN (the compare is false)
+    return builder.select(builder.fcmp_ordered("<", ax, c(0.0004)), x, y)
+
+
+vexp = _math_unary("vexp", "exp per lane: float32 within 2 ulp, 0 below -87.3, NaN kept; float64 libm.",
+                   _exp_f32)
+vtanh = _math_unary("vtanh", "tanh per lane: float32 within a few ulp, NaN kept; float64 libm.", _tanh_f32)
 
 
 @intrinsic

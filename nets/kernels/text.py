@@ -203,6 +203,13 @@ def scatter_rows(out, src, rows):
 # four independent FMA chains hide the latency of each one. h_t depends on h_{t-1} only through the
 # H x H recurrence, so everything else (the input term, the weight gradients) stays in BLAS.
 
+@njit(cache=True, inline="always")
+def _four_samples(b0, B, size):
+    # offsets of samples b0 .. b0+3 (samples past B repeat the last one: same values, stored again)
+    n = min(4, B - b0)
+    return b0 * size, (b0 + min(1, n - 1)) * size, (b0 + min(2, n - 1)) * size, (b0 + min(3, n - 1)) * size
+
+
 @njit(cache=True)
 def elman_forward_vec(h, a, wh, bias):
     # as elman_forward; H >= 16
@@ -212,11 +219,7 @@ def elman_forward_vec(h, a, wh, bias):
     whf = wh.reshape(-1)
     nb = (H + LANES - 1) // LANES
     for b0 in range(0, B, 4):
-        n = min(4, B - b0)
-        o0 = b0 * T * H
-        o1 = (b0 + min(1, n - 1)) * T * H
-        o2 = (b0 + min(2, n - 1)) * T * H
-        o3 = (b0 + min(3, n - 1)) * T * H
+        o0, o1, o2, o3 = _four_samples(b0, B, T * H)
         for t in range(T):
             for jb in range(nb):
                 j0 = min(jb * LANES, H - LANES)
@@ -252,11 +255,7 @@ def elman_backward_vec(dz, dh, h, wht):
     one = vsplat(h.dtype.type(1.0))
     nb = (H + LANES - 1) // LANES
     for b0 in range(0, B, 4):
-        n = min(4, B - b0)
-        o0 = b0 * T * H
-        o1 = (b0 + min(1, n - 1)) * T * H
-        o2 = (b0 + min(2, n - 1)) * T * H
-        o3 = (b0 + min(3, n - 1)) * T * H
+        o0, o1, o2, o3 = _four_samples(b0, B, T * H)
         for t in range(T - 1, -1, -1):
             for ib in range(nb):
                 i0 = min(ib * LANES, H - LANES)
