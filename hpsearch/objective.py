@@ -23,7 +23,6 @@ Report = Callable[[int, float], bool]
 """``report(epoch, value) -> prune?``: called after every epoch with the objective's value."""
 
 _DATA_CACHE: dict[tuple, Any] = {}
-_CHANNELS: dict[tuple, Any] = {}
 
 
 # --------------------------------------------------------------------------- recipes
@@ -107,45 +106,6 @@ def load_data(recipe: Any, path: str | None, limit: int | None = None,
 
 
 # --------------------------------------------------------------------------- pruning channel
-
-class GrpcReporter:
-    """Reports epochs to the driver's Optuna gRPC storage proxy and asks ``should_prune()``.
-
-    The driver serves the proxy; the worker never writes a final state (only intermediate values).
-    """
-
-    def __init__(self, channel: PruningChannel, trial_id: int) -> None:
-        import optuna
-        study = _channel_study(channel)
-        self.trial = optuna.trial.Trial(study, trial_id)
-
-    def __call__(self, epoch: int, value: float) -> bool:
-        self.trial.report(value, epoch)
-        return self.trial.should_prune()
-
-
-def _channel_study(channel: PruningChannel) -> Any:
-    """The study seen through the proxy, cached per worker process."""
-    key = (channel.host, channel.port, channel.study_name, channel.pruner,
-           tuple(sorted(channel.pruner_options.items())))
-    if key not in _CHANNELS:
-        import warnings
-
-        import optuna
-        from optuna.storages import GrpcStorageProxy
-
-        from hpsearch.samplers import make_pruner
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = GrpcStorageProxy(host=channel.host, port=channel.port)
-            storage.wait_server_ready(timeout=60)
-            _CHANNELS[key] = optuna.load_study(
-                study_name=channel.study_name, storage=storage,
-                pruner=make_pruner(channel.pruner, dict(channel.pruner_options)),
-                sampler=optuna.samplers.RandomSampler())
-    return _CHANNELS[key]
-
 
 def _never_prune(epoch: int, value: float) -> bool:
     return False
@@ -262,8 +222,9 @@ def _reason(exc: BaseException) -> str:
 
 def execute(task: TrialTask, data: Any = None) -> TrialResult:
     """Worker entry point: run ``task``, reporting through its pruning channel if it has one."""
+    from hpsearch.pruning import Reporter
     try:
-        report = GrpcReporter(task.channel, task.trial_id) if task.channel else _never_prune
+        report = Reporter(task.channel, task.trial_id) if task.channel else _never_prune
     except Exception as exc:  # noqa: BLE001
         return TrialResult(task.trial_id, task.number, FAILED, worker=socket.gethostname(),
                            reason=f"pruning channel unreachable: {_reason(exc)}",

@@ -1,45 +1,209 @@
-"""The driver's pruning channel: an Optuna gRPC storage proxy served from a driver thread.
+"""The pruning channel: a small gRPC service on the driver that only the sweep's own tasks can use.
 
-Workers (local processes or Spark executors) connect with ``GrpcStorageProxy(host, port)``, load
-the study with the same pruner, ``report(value, epoch)`` and ask ``should_prune()``. All reads and
-writes go through the driver's own storage object, so a SQLite store has one writer process.
+A worker (a local process or a Spark task) calls ``Report(trial_id, epoch, value)`` after every
+epoch; the driver records the value in its Optuna study and answers whether to prune. The pruner
+runs on the driver, against the driver's own store, so its decisions see every task's reports, and
+a SQLite store keeps one writer process. One call per epoch (Optuna's storage proxy needed several).
+
+Only the sweep's tasks get in:
+
+- every call carries the sweep's secret (32 random bytes, new for each sweep) in its metadata; a call
+  without it is refused (``UNAUTHENTICATED``) before its request is even decoded;
+- when the channel listens on anything but loopback it speaks TLS, with a certificate made for this
+  sweep (the tasks get it, pinned, with the secret);
+- the secret travels inside the pickled :class:`~hpsearch.records.TrialTask`, never in a URL, a
+  log line, an MLflow tag or a Spark job description (``repr`` hides it).
+
+Requests and answers are small JSON documents, so neither side unpickles what the other sends.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hmac
+import ipaddress
+import json
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import HpsearchError
+from hpsearch.records import PruningChannel
 
 if TYPE_CHECKING:
-    from optuna.storages import BaseStorage
+    import optuna
+
+SERVICE = "hpsearch.Channel"
+SECRET_KEY = "x-hpsearch-secret"
+TLS_NAME = "hpsearch-driver"      # the name in the sweep's certificate (clients pin the certificate)
+
+Decide = Callable[[int, int, float], bool]
+"""``decide(trial_id, epoch, value) -> prune?``: the driver's answer to one report."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def study_decider(study: optuna.Study) -> Decide:
+    """Report to ``study`` and ask its pruner, as ``optuna.Trial.report`` + ``should_prune`` would."""
+    import optuna
+
+    lock = threading.Lock()   # one report at a time: Optuna's storages are not all thread-safe
+
+    def decide(trial_id: int, epoch: int, value: float) -> bool:
+        with lock:
+            trial = optuna.trial.Trial(study, trial_id)
+            trial.report(value, epoch)
+            return trial.should_prune()
+    return decide
+
+
+# --------------------------------------------------------------------------- the driver side
+
+def _self_signed() -> tuple[bytes, bytes]:
+    """A key and certificate for this sweep only (EC P-256, one day, the name TLS_NAME)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_NAME)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(TLS_NAME)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _handlers(secret: str, decide: Decide) -> Any:
+    import grpc
+
+    def authorised(context: Any) -> None:
+        got = dict(context.invocation_metadata()).get(SECRET_KEY, "")
+        if not hmac.compare_digest(got.encode(), secret.encode()):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "not a task of this sweep")
+
+    def ping(request: bytes, context: Any) -> bytes:
+        authorised(context)
+        return b"{}"
+
+    def report(request: bytes, context: Any) -> bytes:
+        authorised(context)
+        try:
+            r = json.loads(request)
+            prune = decide(int(r["trial_id"]), int(r["epoch"]), float(r["value"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad report: {exc}")
+        return json.dumps({"prune": bool(prune)}).encode()
+
+    methods = {name: grpc.unary_unary_rpc_method_handler(fn)   # raw bytes in and out
+               for name, fn in (("Ping", ping), ("Report", report))}
+    return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
 @contextmanager
-def proxy_server(storage: BaseStorage, *, bind: str = "127.0.0.1",
-                 advertise: str | None = None) -> Iterator[tuple[str, int]]:
-    """Serve ``storage`` over gRPC on a free port; yields ``(host, port)`` for the workers.
+def serve(decide: Decide, *, bind: str = "127.0.0.1",
+          advertise: str | None = None) -> Iterator[PruningChannel]:
+    """Serve the channel on a free port of ``bind``; yields what the tasks need to reach it.
 
     Args:
-        bind: the address to listen on (``0.0.0.0`` for executors on other machines).
-        advertise: the host workers should dial (defaults to ``bind``).
+        decide: answers each report (see :func:`study_decider`).
+        bind: the address to listen on (one address, never every interface unless asked).
+        advertise: the host the tasks dial (defaults to ``bind``).
     """
     from concurrent.futures import ThreadPoolExecutor
     try:
         import grpc
-        from optuna.storages._grpc.auto_generated import api_pb2_grpc
-        from optuna.storages._grpc.servicer import OptunaStorageProxyService
     except ImportError as exc:
         raise HpsearchError(f"pruning needs grpcio ({exc})", "pip install grpcio") from None
-    server = grpc.server(ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpsearch-grpc"))
-    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
-    port = server.add_insecure_port(f"{bind}:0")
+    secret = secrets.token_urlsafe(32)
+    server = grpc.server(ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpsearch-channel"),
+                         handlers=[_handlers(secret, decide)])
+    cert = None
+    address = f"[{bind}]:0" if ":" in bind else f"{bind}:0"
+    if is_loopback(bind):
+        port = server.add_insecure_port(address)
+    else:
+        key, cert = _self_signed()
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
     if not port:
         raise HpsearchError(f"cannot listen on {bind} for the pruning channel",
-                            "check the network settings of the driver")
+                            "set execution.report_bind to an address of this machine")
     server.start()
     try:
-        yield advertise or bind, port
+        yield PruningChannel(advertise or bind, port, secret, cert)
     finally:
         server.stop(grace=2).wait(5)
+
+
+# --------------------------------------------------------------------------- the task side
+
+_STUBS: OrderedDict[tuple, Any] = OrderedDict()   # one gRPC channel per driver, per worker process
+_MAX_STUBS = 4
+
+
+def _stub(channel: PruningChannel) -> Any:
+    import grpc
+
+    key = (channel.host, channel.port, channel.cert)
+    if key not in _STUBS:
+        target = f"{channel.host}:{channel.port}"
+        if channel.cert is None:
+            conn = grpc.insecure_channel(target)
+        else:
+            creds = grpc.ssl_channel_credentials(root_certificates=channel.cert)
+            conn = grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override",
+                                                                TLS_NAME)])
+        _STUBS[key] = conn
+        while len(_STUBS) > _MAX_STUBS:
+            _STUBS.popitem(last=False)[1].close()
+    _STUBS.move_to_end(key)
+    return _STUBS[key]
+
+
+def call(channel: PruningChannel, method: str, body: dict[str, Any], timeout: float = 60.0) -> dict:
+    """One call to the driver's channel, with the sweep's secret."""
+    conn = _stub(channel)
+    rpc = conn.unary_unary(f"/{SERVICE}/{method}")
+    answer = rpc(json.dumps(body).encode(), timeout=timeout, wait_for_ready=True,
+                 metadata=((SECRET_KEY, channel.secret),))
+    return json.loads(answer)
+
+
+class Reporter:
+    """``report(epoch, value) -> prune?`` for one trial, through the driver's channel."""
+
+    def __init__(self, channel: PruningChannel, trial_id: int, timeout: float = 30.0) -> None:
+        self.channel, self.trial_id = channel, trial_id
+        call(channel, "Ping", {}, timeout=timeout)     # fail now, before training, when unreachable
+
+    def __call__(self, epoch: int, value: float) -> bool:
+        answer = call(self.channel, "Report", {"trial_id": self.trial_id, "epoch": epoch,
+                                               "value": value})
+        return bool(answer.get("prune"))
+
+
+def ping(channel: PruningChannel, timeout: float) -> str | None:
+    """``None`` when the channel answers within ``timeout`` s, else one line saying why not."""
+    try:
+        call(channel, "Ping", {}, timeout=timeout)
+        return None
+    except Exception as exc:  # noqa: BLE001 - grpc.RpcError and whatever a broken network raises
+        code = getattr(exc, "code", lambda: None)()
+        return f"{getattr(code, 'name', type(exc).__name__)}: " + \
+            " ".join(str(getattr(exc, "details", lambda: exc)()).split())[:160]

@@ -16,13 +16,14 @@ STATES = (COMPLETE, PRUNED, FAILED)
 
 @dataclass(frozen=True)
 class PruningChannel:
-    """Where a worker reports epochs and asks whether to prune: the driver's gRPC storage proxy."""
+    """Where a worker reports epochs and asks whether to prune: the driver's channel
+    (:mod:`hpsearch.pruning`). ``secret`` admits the sweep's own tasks; ``cert`` is the sweep's TLS
+    certificate (``None`` on loopback). Neither ever shows in a ``repr``."""
 
     host: str
     port: int
-    study_name: str
-    pruner: str
-    pruner_options: dict[str, Any] = field(default_factory=dict)
+    secret: str = field(repr=False)
+    cert: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ class ExecutionSpec:
     parallelism: int | None = None      # None: every Spark task slot (local: every core)
     master: str | None = None
     data_parallel: DataParallelSpec | None = None   # None: one task (one core) per trial
+    report_host: str | None = None      # the address tasks dial for the pruning channel (None: auto)
+    report_bind: str | None = None      # the address the channel listens on (None: report_host)
 
 
 @dataclass(frozen=True)
@@ -867,14 +869,16 @@ def _budget(ck: _Checker, value: Any) -> BudgetSpec:
 def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
-    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel"))
+    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel",
+                                           "report_host", "report_bind"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
         parallelism = ck.integer(parallelism, ("execution", "parallelism"), minimum=1)
     master = ck.string(d.get("master"), ("execution", "master"), optional=True)
     data_parallel = _data_parallel(ck, d.get("data_parallel"), backend)
-    return ExecutionSpec(backend, parallelism, master, data_parallel)
+    report = [ck.string(d.get(k), ("execution", k), optional=True) for k in ("report_host", "report_bind")]
+    return ExecutionSpec(backend, parallelism, master, data_parallel, *report)
 
 
 def _data_parallel(ck: _Checker, value: Any, backend: str) -> DataParallelSpec | None:

@@ -393,7 +393,9 @@ class _Sweep:
             self._note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
         status = "FAILED"
         try:
-            with self._channel(study, backend.report_host) as channel:
+            with self._channel(study, backend) as channel:
+                if channel is not None:
+                    backend.check_channel(channel)   # before any trial: executors can report
                 self._loop(study, backend, dists, tracker, channel)
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -406,18 +408,20 @@ class _Sweep:
             tracker.end_sweep(_best(study), self.s.counts, status, self.s.best_weights)
         return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
 
-    def _channel(self, study: optuna.Study, host: str) -> Any:
+    def _channel(self, study: optuna.Study, backend: Backend) -> Any:
         from contextlib import nullcontext
 
-        from hpsearch.pruning import proxy_server
+        from hpsearch.pruning import serve, study_decider
         if self.spec.pruner.name == "none":
             return nullcontext(None)
         # listen on the one address executors dial: loopback in local mode, the driver's address
-        # (spark.driver.host) on a cluster; never on every interface
-        return proxy_server(study._storage, bind=host, advertise=host)
+        # (spark.driver.host) on a cluster; never on every interface unless the study says so
+        ex = self.spec.execution
+        host = ex.report_host or backend.report_host
+        return serve(study_decider(study), bind=ex.report_bind or host, advertise=host)
 
     def _loop(self, study: optuna.Study, backend: Backend, dists: Any, tracker: Tracker,
-              channel: tuple[str, int] | None) -> None:
+              channel: PruningChannel | None) -> None:
         self.retry_lost = getattr(backend, "retry_lost", True)
         while True:
             for result in backend.run(self._tasks(study, dists, channel, tracker)):
@@ -425,7 +429,7 @@ class _Sweep:
             if not self.s.retries:
                 return
 
-    def _tasks(self, study: optuna.Study, dists: Any, channel: tuple[str, int] | None,
+    def _tasks(self, study: optuna.Study, dists: Any, channel: PruningChannel | None,
                tracker: Tracker) -> Iterator[TrialTask]:
         """Tasks, lazily: retries first, then new trials while the budget allows."""
         s = self.s
@@ -453,13 +457,13 @@ class _Sweep:
         if text not in self.notes:
             self._note(text)
 
-    def _ask(self, study: optuna.Study, dists: Any, channel: tuple[str, int] | None,
+    def _ask(self, study: optuna.Study, dists: Any, channel: PruningChannel | None,
              tracker: Tracker) -> TrialTask | None:
         """A new trial and its task (None when a define-by-run space raised: a failed trial)."""
         with _shielded():
             return self._new_task(study, dists, channel, tracker)
 
-    def _new_task(self, study: optuna.Study, dists: Any, channel: tuple[str, int] | None,
+    def _new_task(self, study: optuna.Study, dists: Any, channel: PruningChannel | None,
                   tracker: Tracker) -> TrialTask | None:
         from hpsearch.space import suggest
         spec = self.spec
@@ -470,7 +474,7 @@ class _Sweep:
                          fixed=dict(spec.fixed), metric=spec.objective.metric,
                          direction=spec.objective.direction, seed=spec.seed + trial.number,
                          epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
-                         channel=self._pruning(channel))
+                         channel=channel)
         self.s.in_flight[trial.number] = (trial, task)
         try:
             task = replace(task, params=suggest(trial, self.space))
@@ -482,12 +486,6 @@ class _Sweep:
             return None
         self.s.in_flight[trial.number] = (trial, task)
         return task
-
-    def _pruning(self, channel: tuple[str, int] | None) -> PruningChannel | None:
-        if channel is None:
-            return None
-        p = self.spec.pruner
-        return PruningChannel(channel[0], channel[1], self.spec.name, p.name, dict(p.options))
 
     # ---------------------------------------------------------------- results
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 
-from hpsearch.records import TrialResult, TrialTask
+from hpsearch.records import PruningChannel, TrialResult, TrialTask
 
 
 class Backend(ABC):
@@ -34,6 +34,10 @@ class Backend(ABC):
     @abstractmethod
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         """Run tasks, at most ``parallelism`` at a time, yielding results as they finish."""
+
+    def check_channel(self, channel: PruningChannel) -> None:
+        """Raise BackendError, before any trial, when the workers cannot reach the pruning channel.
+        Default: workers run on this machine, where the channel listens."""
 
     def cancel(self) -> None:
         """Stop every running trial now. Default: nothing to stop."""

@@ -1,57 +1,103 @@
-"""The Spark backend: every trial is one Spark job of one task.
+"""The Spark backend: every trial is one Spark job, on classic Spark and on Spark Connect alike.
 
-- Jobs are submitted from a driver thread pool capped at ``parallelism``, all under one uuid job group,
-  each named after its study and trial (Spark UI: "lenet trial 3"), so ``cancel`` is one
-  ``cancelJobGroup`` for the whole sweep.
+- Each trial is a one-task DataFrame job (``spark.range(1).mapInArrow(...)``): the DataFrame API is
+  the one both classic Spark and Spark Connect (``sc://``, managed and shared clusters, where
+  ``sparkContext`` and RDDs do not exist) offer. Jobs are submitted from a driver thread pool capped
+  at ``parallelism``, each tagged with the sweep's tag and named after its trial ("lenet trial 3"),
+  so ``cancel`` is one call for the whole sweep. Naming and cancelling are the one place where the
+  two APIs differ (:class:`_JobTags`): classic Spark's session tags do not interrupt DataFrame jobs
+  run from other threads (measured: ``interruptTag`` found nothing), its SparkContext job tags do.
 - The executor receives a plain :class:`TrialTask` and returns a plain :class:`TrialResult`; an
   exception in the net comes back as a failed result (never a Spark retry of a bad configuration).
   An exception from the Spark job itself means the executor or its Python worker was lost: the trial
   is re-submitted, at most ``retries`` times.
-- The task function consumes its input iterator, so Spark reuses the Python worker: its imports,
-  compiled numba code and decoded data set survive from one trial to the next.
-- The data set is loaded once on the driver, broadcast once per sweep, and unpickled once per
-  Python worker. The driver trains one batch before fanning out, so the numba on-disk cache is warm
-  for local workers.
+- The task function consumes its input, so Spark reuses the Python worker: its imports, compiled
+  numba code and decoded data set survive from one trial to the next.
+- The data set is pickled once on the driver and added to the session as a file artifact
+  (``addArtifacts(file=True)``: classic and Connect alike, no ``broadcast``); every Python worker
+  reads and decodes it once (:func:`worker_data`). The driver trains one batch before fanning out,
+  so the numba on-disk cache is warm for workers on this machine.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import pickle
+import re
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlparse
 
 from hpsearch.backends._base import Backend
-from hpsearch.records import FAILED, TrialResult, TrialTask
+from hpsearch.errors import BackendError
+from hpsearch.records import FAILED, PruningChannel, TrialResult, TrialTask
 
 log = logging.getLogger("hpsearch.spark")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+RESULT_SCHEMA = "result binary"
 
 
 # --------------------------------------------------------------------------- session
 
+def is_connect(spark: Any) -> bool:
+    """Whether ``spark`` is a Spark Connect session (no ``sparkContext``, no RDDs)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _loopback(host: str | None) -> bool:
+    from hpsearch.pruning import is_loopback
+    return bool(host) and is_loopback(host)
+
+
 def is_local_master(master: str | None) -> bool:
-    return master is None or master.startswith("local")
+    """Whether the executors run on this machine: ``local[...]``, or a Connect server on loopback."""
+    if master is None or master.startswith("local"):
+        return True
+    return master.startswith("sc://") and _loopback(urlparse(master).hostname)
+
+
+@contextmanager
+def _env_defaults(values: dict[str, str]) -> Iterator[None]:
+    """Set the variables not set yet while the block runs (the JVM reads them as it starts)."""
+    added = [k for k in values if k not in os.environ]
+    for k in added:
+        os.environ[k] = values[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def spark_session(master: str | None = None, parallelism: int | None = None,
                   app_name: str = "hpsearch") -> Any:
-    """Get or create the SparkSession. Local masters bind every endpoint (driver, UI) to 127.0.0.1."""
+    """Get or create the SparkSession: Spark Connect for ``sc://`` masters, classic otherwise.
+
+    Local masters bind every endpoint (driver, UI) to 127.0.0.1.
+    """
+    if master is not None and master.startswith("sc://"):
+        return _connect_session(master)
     from pyspark.sql import SparkSession
 
     if master is None:
         master = f"local[{parallelism}]" if parallelism else "local[*]"
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)   # workers run this interpreter
+    env = {"PYSPARK_PYTHON": sys.executable}          # workers run this interpreter
     if is_local_master(master) or "127.0.0.1" in master or "localhost" in master:
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")   # the UI binds SPARK_LOCAL_IP
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"             # the UI binds SPARK_LOCAL_IP
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.python.worker.reuse", "true")
@@ -61,28 +107,131 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
                    .config("spark.driver.bindAddress", "127.0.0.1"))
     for var in THREAD_VARS:
         builder = builder.config(f"spark.executorEnv.{var}", "1")
-    spark = builder.getOrCreate()
+    with _env_defaults(env):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("FATAL")   # lost tasks are reported by hpsearch, as values
     return spark
 
 
-def spark_slots(sc: Any) -> int:
-    """Task slots the session has now (cores / spark.task.cpus), at least 1."""
-    cpus = int(sc.getConf().get("spark.task.cpus", "1"))
-    return max(1, sc.defaultParallelism // max(1, cpus))
+def _connect_session(url: str) -> Any:
+    try:
+        from pyspark.sql import SparkSession
+        from pyspark.sql.connect.utils import check_dependencies
+        check_dependencies("pyspark.sql.connect")
+    except ImportError as exc:
+        raise BackendError(f"Spark Connect ({url}) needs {exc.name or exc}",
+                           "pip install 'hpsearch[spark]'") from None
+    try:
+        return SparkSession.builder.remote(url).getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - a bad URL or a server that does not answer
+        text = " ".join(str(exc).split())[:200]
+        raise BackendError(f"cannot open a Spark Connect session at {_public_url(url)}: {text}",
+                           "check the URL (sc://host:15002) and that the server runs") from None
 
 
-def driver_host(sc: Any) -> str:
-    """The address executors use to reach the driver (and so the pruning channel)."""
-    return sc.getConf().get("spark.driver.host", None) or socket.gethostbyname(socket.gethostname())
+def _public_url(url: str) -> str:
+    """``url`` without its parameters (``;token=...`` and the like)."""
+    return url.split(";", 1)[0]
+
+
+def _connect_url(spark: Any) -> str:
+    client = getattr(spark, "client", None) or getattr(spark, "_client", None)
+    builder = getattr(client, "_builder", None)
+    return str(getattr(builder, "url", "") or getattr(builder, "_url", "") or "")
+
+
+def spark_slots(spark: Any, fallback: int | None = None) -> int:
+    """Task slots the session has now (cores / spark.task.cpus), at least 1.
+
+    Connect has no ``defaultParallelism``: its ``spark.default.parallelism`` when set, else the
+    cores of a ``local[N]`` master, else ``fallback`` (the parallelism asked for) or 1.
+    """
+    def conf(key: str) -> str | None:
+        try:
+            return spark.conf.get(key, None)
+        except Exception:  # noqa: BLE001 - a key the server does not expose
+            return None
+
+    cpus = max(1, int(conf("spark.task.cpus") or 1))
+    if not is_connect(spark):
+        return max(1, spark.sparkContext.defaultParallelism // cpus)
+    cores = conf("spark.default.parallelism")
+    if not cores:
+        m = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", conf("spark.master") or "")
+        if m:
+            cores = os.cpu_count() if m.group(1) == "*" else m.group(1)
+    return max(1, int(cores) // cpus) if cores else max(1, fallback or 1)
+
+
+def report_host(spark: Any) -> str:
+    """The address executors use to reach this process (and so the pruning channel)."""
+    if is_connect(spark):
+        server = urlparse(_connect_url(spark).replace("sc://", "http://", 1)).hostname or ""
+        return "127.0.0.1" if not server or _loopback(server) else _outbound_address(server)
+    conf = spark.sparkContext.getConf()
+    if is_local_master(spark.sparkContext.master):
+        return "127.0.0.1"
+    return conf.get("spark.driver.host", None) or socket.gethostbyname(socket.gethostname())
+
+
+def _outbound_address(host: str) -> str:
+    """This machine's address on the route to ``host`` (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 15002))
+            return s.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+
+
+class _JobTags:
+    """Names and cancels the sweep's jobs: the one place where classic Spark and Connect differ.
+
+    Tags are per thread (each trial's driver thread tags its own job). Spark's UI shows them
+    (``jobTags``); classic Spark also shows the description.
+    """
+
+    def __init__(self, spark: Any, sweep_tag: str) -> None:
+        self.spark, self.sweep = spark, sweep_tag
+        self.connect = is_connect(spark)
+
+    @contextmanager
+    def job(self, name: str) -> Iterator[None]:
+        tags = (self.sweep, name.replace(",", " "))
+        if self.connect:
+            for t in tags:
+                self.spark.addTag(t)
+        else:
+            sc = self.spark.sparkContext
+            sc.setJobDescription(name)
+            for t in tags:
+                sc.addJobTag(t)
+        try:
+            yield
+        finally:
+            if self.connect:
+                for t in tags:
+                    self.spark.removeTag(t)
+            else:
+                for t in tags:
+                    self.spark.sparkContext.removeJobTag(t)
+                self.spark.sparkContext.setJobDescription(None)
+
+    def cancel(self) -> None:
+        if self.connect:
+            self.spark.interruptTag(self.sweep)
+        else:
+            self.spark.sparkContext.cancelJobsWithTag(self.sweep)
 
 
 # --------------------------------------------------------------------------- executor side
 
 _THREADS_LIMITED = False
+_WORKER_DATA: OrderedDict[str, Any] = OrderedDict()
+_MAX_DATA_SETS = 2
 
 
-def _limit_threads() -> None:
+def limit_threads() -> None:
     """One BLAS/numba thread per task (once per Python worker: threadpoolctl scans libraries)."""
     global _THREADS_LIMITED
     if _THREADS_LIMITED:
@@ -97,32 +246,90 @@ def _limit_threads() -> None:
     _THREADS_LIMITED = True
 
 
-def _worker_data(bc: Any) -> Any:
-    """The broadcast data set. PySpark keeps one Broadcast object per id in each Python worker and
-    caches its unpickled value on it, so with reused workers it is decoded once per worker."""
-    return None if bc is None else bc.value
+def worker_data(name: str | None) -> Any:
+    """The sweep's data set, read from its session artifact once per Python worker (the last two
+    data sets are kept, so a worker that serves two sweeps does not decode one twice)."""
+    if name is None:
+        return None
+    if name not in _WORKER_DATA:
+        from pyspark import SparkFiles
+        with open(SparkFiles.get(name), "rb") as fh:
+            _WORKER_DATA[name] = pickle.load(fh)
+        while len(_WORKER_DATA) > _MAX_DATA_SETS:
+            _WORKER_DATA.popitem(last=False)
+    _WORKER_DATA.move_to_end(name)
+    return _WORKER_DATA[name]
 
 
-def run_partition(bc: Any, rows: Iterable[TrialTask]) -> Iterator[TrialResult]:
-    """The Spark task: consume the input (so the worker is reused), train, return results as values."""
+def result_batch(obj: Any) -> Any:
+    """One Arrow row holding ``obj`` pickled: what every hpsearch Spark task returns."""
+    import pyarrow as pa
+    return pa.RecordBatch.from_pydict({"result": [pickle.dumps(obj)]},
+                                      schema=pa.schema([("result", pa.binary())]))
+
+
+def run_partition(data_name: str | None, task: TrialTask, batches: Iterable[Any]) -> Iterator[Any]:
+    """The Spark task: consume the input (so the worker is reused), train, return the result."""
     from hpsearch.objective import execute
 
-    tasks = list(rows)
-    _limit_threads()
-    data = _worker_data(bc)
-    for task in tasks:
-        yield execute(task, data)
+    for _ in batches:
+        pass
+    limit_threads()
+    yield result_batch(execute(task, worker_data(data_name)))
+
+
+def _probe(channel: PruningChannel, batches: Iterable[Any]) -> Iterator[Any]:
+    """A task that dials the pruning channel and returns why it could not (``None``: it could)."""
+    from hpsearch.pruning import ping
+
+    for _ in batches:
+        pass
+    yield result_batch(ping(channel, timeout=10.0))
 
 
 # --------------------------------------------------------------------------- driver side
 
-def _job_error(exc: BaseException) -> str:
+def job_error(exc: BaseException) -> str:
     """One line for a failed Spark job: the Python worker's own words when Spark relays them."""
     text = " ".join(str(exc).split())
-    for phrase in ("Python worker exited unexpectedly (crashed)", "Lost executor", "cancelled"):
+    for phrase in ("Python worker exited unexpectedly (crashed)", "Lost executor", "cancelled",
+                   "canceled"):
         if phrase.lower() in text.lower():
-            return phrase
+            return "cancelled" if phrase == "canceled" else phrase
     return text[:200]
+
+
+_SHIPPED_DIR: list[str] = []
+
+
+def _shipped_dir() -> str:
+    """This process's folder of shipped data sets, removed when it exits: classic Spark fetches an
+    added file from its source whenever an executor first needs it, so the source must outlive
+    the sweep (a later sweep on the same session may reuse it)."""
+    if not _SHIPPED_DIR:
+        import atexit
+        _SHIPPED_DIR.append(tempfile.mkdtemp(prefix="hpsearch-data-"))
+        atexit.register(shutil.rmtree, _SHIPPED_DIR[0], True)
+    return _SHIPPED_DIR[0]
+
+
+def ship_data(spark: Any, data: Any) -> str | None:
+    """Pickle ``data`` once and add it to the session as a file artifact; returns its name."""
+    if data is None:
+        return None
+    blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    name = f"hpsearch-data-{hashlib.blake2b(blob, digest_size=12).hexdigest()}.pkl"
+    path = os.path.join(_shipped_dir(), name)
+    if not os.path.exists(path):
+        with open(path + ".part", "wb") as fh:
+            fh.write(blob)
+        os.replace(path + ".part", path)
+    try:
+        spark.addArtifacts(path, file=True)
+    except Exception as exc:  # noqa: BLE001 - the same content added by an earlier sweep
+        if "exist" not in str(exc).lower():
+            raise
+    return name
 
 
 def warm_numba(task: TrialTask, data: Any = None) -> None:
@@ -150,28 +357,38 @@ class SparkBackend(Backend):
     def __init__(self, parallelism: int | None = None, data: Any = None, master: str | None = None,
                  spark: Any = None, study_name: str = "hpsearch", retries: int = 2) -> None:
         self.spark = spark or spark_session(master, parallelism, app_name=f"hpsearch {study_name}")
-        self.sc = self.spark.sparkContext
-        self.slots = spark_slots(self.sc)
+        self.connect = is_connect(self.spark)
+        self.master = master if spark is None else None
+        self.slots = spark_slots(self.spark, parallelism)
         self.parallelism = max(1, parallelism or self.slots)
         self.study_name = study_name
         self.retries = retries
-        self.group = f"hpsearch-{uuid.uuid4()}"
-        self.report_host = "127.0.0.1" if is_local_master(self.sc.master) else driver_host(self.sc)
+        self.tag = f"hpsearch-{uuid.uuid4()}"
+        self._tags = _JobTags(self.spark, self.tag)
+        self.report_host = report_host(self.spark)
+        self.local = self._executors_here()
         self._data = data
-        self._bc = None
+        self._data_name: str | None = None
+        self._shipped = False
         self._cancelled = threading.Event()
         self._warmed: set[str] = set()
 
-    # the broadcast is made on first use, so building a backend costs nothing more than the session
-    def _broadcast(self) -> Any:
-        if self._bc is None and self._data is not None:
-            self._bc = self.sc.broadcast(self._data)
-        return self._bc
+    def _executors_here(self) -> bool:
+        if self.connect:
+            return is_local_master(self.master or _connect_url(self.spark) or "sc://?")
+        return is_local_master(self.spark.sparkContext.master)
+
+    # the data is shipped on first use, so building a backend costs nothing more than the session
+    def _ship(self) -> str | None:
+        if not self._shipped:
+            self._data_name = ship_data(self.spark, self._data)
+            self._shipped = True
+        return self._data_name
 
     def _warm(self, task: TrialTask) -> None:
         """Compile (or load) the net's numba code on the driver, so local workers find a warm cache."""
         # only the built-in nets: a user's net is user code, which must not run (or crash) here
-        if task.net in self._warmed or ":" in task.net or not is_local_master(self.sc.master):
+        if task.net in self._warmed or ":" in task.net or not self.local:
             return
         self._warmed.add(task.net)
         t0 = time.perf_counter()
@@ -181,29 +398,52 @@ class SparkBackend(Backend):
             log.info("warm-up of %s failed: %s", task.net, exc)
         log.info("numba code for %s ready in %.1f s", task.net, time.perf_counter() - t0)
 
+    def collect(self, fn: Callable[[Iterable[Any]], Iterator[Any]], name: str, tasks: int = 1,
+                barrier: bool = False) -> list[Any]:
+        """Run ``fn`` as one job of ``tasks`` tasks named ``name``; the objects its tasks returned."""
+        df = self.spark.range(tasks, numPartitions=tasks)
+        with self._tags.job(name):
+            rows = df.mapInArrow(fn, RESULT_SCHEMA, barrier=barrier).collect()
+        return [pickle.loads(row[0]) for row in rows]
+
+    def check_channel(self, channel: PruningChannel) -> None:
+        """One task dials the pruning channel before any trial; BackendError when it cannot."""
+        why = self.collect(functools.partial(_probe, channel), f"{self.study_name} channel check")[0]
+        if why is not None:
+            raise BackendError(
+                f"Spark executors cannot reach the pruning channel at {channel.host}:{channel.port} "
+                f"({why})", "set execution.report_host to an address of this machine that the "
+                "executors can reach (execution.report_bind: the address to listen on), or run "
+                "without pruning (pruner: none)")
+
+    def _attempt(self, task: TrialTask) -> TrialResult:
+        fn = functools.partial(run_partition, self._data_name, task)
+        return self.collect(fn, f"{self.study_name} trial {task.number}")[0]
+
     def _job(self, task: TrialTask) -> TrialResult:
         """Run one trial as one Spark job, retrying when the worker (not the net) failed."""
         error = ""
         for attempt in range(self.retries + 1):
             if self._cancelled.is_set():
                 break
-            self.sc.setJobGroup(self.group, f"{self.study_name} trial {task.number}", True)
-            rdd = self.sc.parallelize([replace(task, attempt=attempt)], 1)
             try:
-                return rdd.mapPartitions(functools.partial(run_partition, self._bc)).collect()[0]
+                return self._attempt(replace(task, attempt=attempt))
             except Exception as exc:  # noqa: BLE001 - the job failed: a worker was lost or cancelled
-                error = _job_error(exc)
+                error = self._job_error(exc)
                 if not self._cancelled.is_set():
-                    log.warning("trial %d: Spark task lost (attempt %d of %d): %s", task.number,
-                                attempt + 1, self.retries + 1, error[:120])
+                    log.warning("trial %d: %s (attempt %d of %d): %s", task.number, self.lost_words[0],
+                                attempt + 1, self.retries + 1, error[:160])
         reason = "cancelled" if self._cancelled.is_set() else \
-            f"worker lost {self.retries + 1} times; last error: {error}"
+            f"{self.lost_words[1]} {self.retries + 1} times; last error: {error}"
         return TrialResult(task.trial_id, task.number, FAILED, reason=reason, lost=True)
+
+    _job_error = staticmethod(job_error)
+    lost_words = ("Spark task lost", "worker lost")   # for the log line, for the trial's reason
 
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         it = iter(tasks)
         pending: dict[Future, TrialTask] = {}
-        self._broadcast()
+        self._ship()
         with ThreadPoolExecutor(self.parallelism, thread_name_prefix="hpsearch-trial") as pool:
             def submit_next() -> bool:
                 if self._cancelled.is_set():
@@ -222,19 +462,11 @@ class SparkBackend(Backend):
                 for fut in done:
                     pending.pop(fut)
                     # refill the slot first, then hand the result over: the driver's bookkeeping
-                    # (Optuna tell, MLflow runs: ~0.2 s) overlaps the next trial instead of delaying
-                    # it. The trial asked here does not see this one result (as if parallelism + 1).
+                    # (Optuna tell, MLflow runs) overlaps the next trial instead of delaying it.
+                    # The trial asked here does not see this one result (as if parallelism + 1).
                     submit_next()
                     yield fut.result()
 
     def cancel(self) -> None:
         self._cancelled.set()
-        self.sc.cancelJobGroup(self.group)
-
-    def close(self) -> None:
-        if self._bc is not None:
-            try:
-                self._bc.unpersist()
-            except Exception:  # noqa: BLE001 - the session may be gone already
-                pass
-            self._bc = None
+        self._tags.cancel()

@@ -5,7 +5,8 @@ many small trials is faster as plain fan-out (one core per trial, no synchronisa
 
 How it runs
 -----------
-- The trial is one barrier job of W tasks (``rdd.barrier().mapPartitions``), so Spark starts all W
+- The trial is one barrier job of W tasks (``mapInArrow(..., barrier=True)``: classic Spark and
+  Spark Connect alike), so Spark starts all W
   ranks together or none. The ranks meet once: rank 0 listens on a TCP port of its executor's address
   and publishes it with one ``BarrierTaskContext.allGather``; the other ranks connect to it. After
   that, every exchange goes over these sockets, rank 0 being the hub: each rank sends its flat float32
@@ -71,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch.backends.spark import SparkBackend, _job_error, _limit_threads, _worker_data, log
+from hpsearch.backends.spark import SparkBackend, job_error, limit_threads, log, result_batch, worker_data
 from hpsearch.errors import BackendError
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
@@ -403,7 +404,8 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
 
     ``report`` (rank 0): ``report(epoch, value) -> prune?``; by default the task's pruning channel.
     """
-    from hpsearch.objective import GrpcReporter, _never_prune, _reason
+    from hpsearch.objective import _never_prune, _reason
+    from hpsearch.pruning import Reporter
 
     started, t0 = time.time(), time.perf_counter()
     where = f"{socket.gethostname()}:{os.getpid()} rank 0 of {hub.world}"
@@ -415,7 +417,7 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
     seen: list[dict[str, float]] = []
     try:
         if report is None:
-            report = (GrpcReporter(task.channel, task.trial_id) if task.channel and not hub.rank
+            report = (Reporter(task.channel, task.trial_id) if task.channel and not hub.rank
                       else _never_prune)
     except Exception as exc:  # noqa: BLE001 - as objective.execute: the channel is unreachable
         hub.abort("rank 0 lost its pruning channel")
@@ -450,25 +452,26 @@ def _partial(seen: list[dict[str, float]], metric: str) -> dict[str, Any]:
     return {"history": history, "value": value}
 
 
-def _rank_partition(bc: Any, every: int, rows: Iterable[TrialTask]) -> Iterator[TrialResult]:
+def _rank_partition(data_name: str | None, every: int, task: TrialTask,
+                    batches: Iterable[Any]) -> Iterator[Any]:
     """The barrier task: meet the other ranks, train, and (rank 0) return the result."""
     from pyspark import BarrierTaskContext
 
-    tasks = list(rows)            # consume the input, so Spark reuses the Python worker
-    _limit_threads()
+    for _ in batches:             # consume the input, so Spark reuses the Python worker
+        pass
+    limit_threads()
     ctx = BarrierTaskContext.get()
     infos = ctx.getTaskInfos()
     rank, world = ctx.partitionId(), len(infos)
     host = infos[0].address.rsplit(":", 1)[0]
-    data = _worker_data(bc)
-    for task in tasks:
-        try:
-            result = run_rank(task, data, rendezvous(rank, world, ctx.allGather, host), every)
-        except PeerLost as exc:
-            # the barrier job must fail so that the driver retries it: let Spark see an error
-            raise RuntimeError(f"{LOST_TAG} rank {rank} of {world}: {exc}") from None
-        if result is not None:
-            yield result
+    data = worker_data(data_name)
+    try:
+        result = run_rank(task, data, rendezvous(rank, world, ctx.allGather, host), every)
+    except PeerLost as exc:
+        # the barrier job must fail so that the driver retries it: let Spark see an error
+        raise RuntimeError(f"{LOST_TAG} rank {rank} of {world}: {exc}") from None
+    if result is not None:
+        yield result_batch(result)
 
 
 # --------------------------------------------------------------------------- the driver side
@@ -479,7 +482,7 @@ def _barrier_error(exc: BaseException) -> str:
     at = text.find(LOST_TAG + " rank ")
     if at >= 0:
         return " ".join(text[at:].split("\n", 1)[0].split())[:200]
-    return _job_error(exc)
+    return job_error(exc)
 
 
 class BarrierBackend(SparkBackend):
@@ -500,7 +503,7 @@ class BarrierBackend(SparkBackend):
                          retries)
         if workers > self.slots:
             raise BackendError(f"{workers} data-parallel workers need {workers} task slots; the "
-                               f"Spark session ({self.sc.master}) has {self.slots}",
+                               f"Spark session has {self.slots}",
                                "lower the workers, or use a master with more cores")
         self.workers, self.sync_every = int(workers), int(sync_every)
         most = max(1, self.slots // self.workers)
@@ -509,24 +512,11 @@ class BarrierBackend(SparkBackend):
                         parallelism, self.workers, self.slots, most)
         self.parallelism = min(parallelism or most, most)
 
-    def _job(self, task: TrialTask) -> TrialResult:
-        """Run one trial as one barrier job, re-submitting it when a rank was lost."""
-        error = ""
-        run = functools.partial(_rank_partition, self._bc, self.sync_every)
-        for attempt in range(self.retries + 1):
-            if self._cancelled.is_set():
-                break
-            self.sc.setJobGroup(self.group, f"{self.study_name} trial {task.number} "
-                                f"({self.workers} workers)", True)
-            copies = [replace(task, attempt=attempt)] * self.workers
-            rdd = self.sc.parallelize(copies, self.workers).barrier()
-            try:
-                return rdd.mapPartitions(run).collect()[0]
-            except Exception as exc:  # noqa: BLE001 - a rank was lost, or the job was cancelled
-                error = _barrier_error(exc)
-                if not self._cancelled.is_set():
-                    log.warning("trial %d: data-parallel job failed (attempt %d of %d): %s",
-                                task.number, attempt + 1, self.retries + 1, error[:160])
-        reason = "cancelled" if self._cancelled.is_set() else \
-            f"data-parallel job failed {self.retries + 1} times; last error: {error}"
-        return TrialResult(task.trial_id, task.number, FAILED, reason=reason, lost=True)
+    def _attempt(self, task: TrialTask) -> TrialResult:
+        """One barrier job of ``workers`` tasks; rank 0 returns the result."""
+        fn = functools.partial(_rank_partition, self._data_name, self.sync_every, task)
+        name = f"{self.study_name} trial {task.number} ({self.workers} workers)"
+        return self.collect(fn, name, tasks=self.workers, barrier=True)[0]
+
+    _job_error = staticmethod(_barrier_error)
+    lost_words = ("data-parallel job failed", "data-parallel job failed")

@@ -65,12 +65,12 @@ class TestSparkBackend(BackendContract):
             (result,) = b.run([task(0, net="recipes_for_tests:fragile", mode="raise")])
         assert result.state == FAILED and not result.lost
         jobs = _jobs(spark)
-        assert sum(j.get("description") == "contract trial 0" for j in jobs if j.get("jobGroup") == b.group) == 1
+        assert sum(j.get("description") == "contract trial 0" for j in jobs if b.tag in j.get("jobTags", [])) == 1
 
     def test_one_job_per_trial_named_after_it_in_the_ui(self, backend, spark) -> None:
         with backend(2) as b:
             list(b.run([task(i) for i in range(3)]))
-        mine = [j for j in _jobs(spark) if j.get("jobGroup") == b.group]
+        mine = [j for j in _jobs(spark) if b.tag in j.get("jobTags", [])]
         assert sorted(j["description"] for j in mine) == [f"contract trial {i}" for i in range(3)]
         assert all(j["numTasks"] == 1 for j in mine)
 
