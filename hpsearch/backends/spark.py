@@ -117,7 +117,7 @@ def _connect_session(url: str) -> Any:
     try:
         from pyspark.sql import SparkSession
         from pyspark.sql.connect.utils import check_dependencies
-        check_dependencies("pyspark.sql.connect")
+        check_dependencies()
     except ImportError as exc:
         raise BackendError(f"Spark Connect ({url}) needs {exc.name or exc}",
                            "pip install 'hpsearch[spark]'") from None
