@@ -110,9 +110,8 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
         as ``result.state == "failed"`` with its reason.
     """
     from hpsearch.backends import make_backend
-    from hpsearch.objective import resolve_recipe
+    from hpsearch.recipes import load_spec_data, resolve_recipe
     from hpsearch.spec import DataParallelSpec
-    from hpsearch.study import _load_data
     from hpsearch.tracking import TAG_KIND, TAG_STUDY, Tracker
 
     spec.check_runnable()
@@ -122,7 +121,7 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
     searched, seed, source, number = _configuration(spec, params, best, seed)
     recipe = resolve_recipe(spec.net)
     _check_params(recipe, spec.fixed, searched)
-    data = _load_data(spec, recipe)
+    data = load_spec_data(spec, recipe)
     backend = make_backend("spark", parallelism=None, data=data, master=spec.execution.master,
                            study_name=f"{spec.name} train", spark=spark,
                            data_parallel=DataParallelSpec(workers, sync_every))

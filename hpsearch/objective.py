@@ -6,7 +6,6 @@ exceptions in the net, a diverged loss and a broken pruning channel all come bac
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import socket
@@ -14,96 +13,16 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import is_dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from hpsearch.recipes import data_settings, load_data, resolve_recipe
 from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResult, TrialTask
 
 Report = Callable[[int, float], bool]
 """``report(epoch, value) -> prune?``: called after every epoch with the objective's value."""
 
-_DATA_CACHE: dict[tuple, Any] = {}
 _CHANNELS: dict[tuple, Any] = {}
-
-
-# --------------------------------------------------------------------------- recipes
-
-def available_recipes() -> dict[str, Any]:
-    """The recipes the installed nets library offers (empty when nets is not importable)."""
-    try:
-        import nets
-    except ImportError:
-        return {}
-    return dict(getattr(nets, "RECIPES", {}))
-
-
-def _is_recipe(obj: Any) -> bool:
-    try:
-        import nets
-        if hasattr(nets, "Recipe") and isinstance(obj, nets.Recipe):
-            return True
-    except ImportError:
-        pass
-    return all(hasattr(obj, a) for a in ("name", "defaults", "metrics", "load_data", "build"))
-
-
-def resolve_recipe(net: str) -> Any:
-    """A ``nets.Recipe`` from a built-in name or ``package.module:attr``.
-
-    ``attr`` may be a Recipe or a zero-argument callable returning one.
-    """
-    if ":" not in net:
-        recipes = available_recipes()
-        if net not in recipes:
-            raise LookupError(f"net '{net}' is not available in the installed nets library")
-        return recipes[net]
-    module_name, _, attr = net.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise AttributeError(f"module '{module_name}' has no attribute '{attr}'")
-        obj = getattr(obj, part)
-    if not _is_recipe(obj) and callable(obj):
-        obj = obj()
-    if not _is_recipe(obj):
-        raise TypeError(f"{net} is not a nets.Recipe (got {type(obj).__name__} {obj!r:.40})")
-    return obj
-
-
-# --------------------------------------------------------------------------- data
-
-def subsample(data: Any, limit: int | None) -> Any:
-    """Keep the first ``limit`` training samples and ``max(100, limit // 4)`` validation ones.
-
-    Works on ``nets.Data`` (splits with ``subset(n)``); other data objects are returned whole.
-    """
-    if limit is None or not is_dataclass(data):
-        return data
-    train, val = getattr(data, "train", None), getattr(data, "val", None)
-    if not hasattr(train, "subset"):
-        return data
-    changes = {"train": train.subset(limit)}
-    if hasattr(val, "subset"):
-        changes["val"] = val.subset(max(100, limit // 4))
-    return replace(data, **changes)
-
-
-def data_settings(recipe: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """The data settings among ``params`` (and the recipe's defaults): its ``data_keys``."""
-    keys = getattr(recipe, "data_keys", ()) or ()
-    merged = {**recipe.defaults, **params}
-    return {k: merged[k] for k in keys if k in merged}
-
-
-def load_data(recipe: Any, path: str | None, limit: int | None = None,
-              settings: dict[str, Any] | None = None) -> Any:
-    """The recipe's data, read once per process per settings, and subsampled to ``limit``."""
-    settings = settings or {}
-    key = (recipe.name, path, limit, tuple(sorted((k, repr(v)) for k, v in settings.items())))
-    if key not in _DATA_CACHE:
-        data = recipe.load_data(path, **settings) if settings else recipe.load_data(path)
-        _DATA_CACHE[key] = subsample(data, limit)
-    return _DATA_CACHE[key]
 
 
 # --------------------------------------------------------------------------- pruning channel

@@ -219,18 +219,6 @@ def _shielded() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def _load_data(spec: StudySpec, recipe: Any) -> Any:
-    """The data, read once on the driver; a data problem is the spec's ``data.path`` error."""
-    from hpsearch.objective import data_settings, load_data
-    try:
-        return load_data(recipe, spec.data.path, spec.data.limit, data_settings(recipe, spec.fixed))
-    except Exception as exc:  # noqa: BLE001 - nets.DataError and whatever a custom loader raises
-        where = spec.data.path or f"the bundled data of {spec.net}"
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise SpecError(spec.file, "data.path", f"cannot read {where}: {text}",
-                        "check the files (see the nets data formats)") from None
-
-
 # --------------------------------------------------------------------------- the sweep
 
 @dataclass
@@ -266,12 +254,12 @@ class _Sweep:
 
     def _prepare(self) -> tuple[Backend, Any]:
         from hpsearch.backends import make_backend
-        from hpsearch.objective import resolve_recipe
+        from hpsearch.recipes import load_spec_data, resolve_recipe
         from hpsearch.space import distributions
         spec = self.spec
         spec.check_runnable()
         recipe = resolve_recipe(spec.net)
-        data = _load_data(spec, recipe)
+        data = load_spec_data(spec, recipe)
         dists = distributions(spec.space) if self.space is None else None
         if spec.execution.backend == "spark" and self.spark is None:
             self._note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
