@@ -66,7 +66,8 @@ def _channel_study(channel: PruningChannel) -> Any:
     return _CHANNELS[key]
 
 
-def _never_prune(epoch: int, value: float) -> bool:
+def never_prune(epoch: int, value: float) -> bool:
+    """The report of a trial without a pruning channel: never asks to stop."""
     return False
 
 
@@ -76,7 +77,7 @@ class _BadMetric(Exception):
     pass
 
 
-def run_trial(task: TrialTask, report: Report = _never_prune, data: Any = None) -> TrialResult:
+def run_trial(task: TrialTask, report: Report = never_prune, data: Any = None) -> TrialResult:
     """Train ``task``'s net, calling ``report`` after every epoch. Never raises (but see below).
 
     Args:
@@ -100,7 +101,7 @@ def run_trial(task: TrialTask, report: Report = _never_prune, data: Any = None) 
         at = out.pop("first_batch_at", None)
         return done(first_batch_s=None if at is None else at - started, **out)
     except Exception as exc:  # noqa: BLE001 - every failure of the net is a value
-        return done(state=FAILED, reason=_reason(exc), traceback=traceback.format_exc(),
+        return done(state=FAILED, reason=failure_reason(exc), traceback=traceback.format_exc(),
                     history=tuple(getattr(exc, "_hpsearch_history", ())),
                     value=getattr(exc, "_hpsearch_value", None))
 
@@ -143,7 +144,7 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
         if seen and task.metric in seen[-1]:
             exc._hpsearch_value = float(seen[-1][task.metric])  # type: ignore[attr-defined]
         raise
-    history = tuple(_plain_metrics(h) for h in (res.history or seen))
+    history = tuple(plain_metrics(h) for h in (res.history or seen))
     value = float(history[-1][task.metric]) if history else None
     at = first[0] if first else None
     if res.stopped:
@@ -151,15 +152,16 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
                 "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:          # a user's net: record where nets.load finds its recipe again
         res.model.arch.setdefault("builder", task.net)
-    return {"state": COMPLETE, "value": value, "history": history, "weights": _weights(res.model),
+    return {"state": COMPLETE, "value": value, "history": history, "weights": model_bytes(res.model),
             "first_batch_at": at}
 
 
-def _plain_metrics(h: dict[str, Any]) -> dict[str, float]:
+def plain_metrics(h: dict[str, Any]) -> dict[str, float]:
+    """One epoch's numeric metrics as plain floats (what a TrialResult's history holds)."""
     return {k: float(v) for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _weights(model: Any) -> bytes | None:
+def model_bytes(model: Any) -> bytes | None:
     """The model as a ``nets.save`` file, as bytes (so it crosses process boundaries)."""
     import nets
     with tempfile.TemporaryDirectory(prefix="hpsearch-") as tmp:
@@ -169,7 +171,8 @@ def _weights(model: Any) -> bytes | None:
             return fh.read()
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """The one-line reason a failed trial reports for ``exc``."""
     text = " ".join(str(exc).split())
     name = type(exc).__name__
     if name == "DivergedError":
@@ -182,9 +185,9 @@ def _reason(exc: BaseException) -> str:
 def execute(task: TrialTask, data: Any = None) -> TrialResult:
     """Worker entry point: run ``task``, reporting through its pruning channel if it has one."""
     try:
-        report = GrpcReporter(task.channel, task.trial_id) if task.channel else _never_prune
+        report = GrpcReporter(task.channel, task.trial_id) if task.channel else never_prune
     except Exception as exc:  # noqa: BLE001
         return TrialResult(task.trial_id, task.number, FAILED, worker=socket.gethostname(),
-                           reason=f"pruning channel unreachable: {_reason(exc)}",
+                           reason=f"pruning channel unreachable: {failure_reason(exc)}",
                            traceback=traceback.format_exc(), lost=True)
     return run_trial(task, report, data)

@@ -18,11 +18,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hpsearch.backends._base import Backend
+from hpsearch.backends.common import ONE_THREAD_ENV, limit_threads
 from hpsearch.records import FAILED, TrialResult, TrialTask
 
-ONE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                   "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                                   "NUMEXPR_NUM_THREADS")}
 _POLL_S = 0.5
 
 
@@ -39,22 +37,6 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def limit_threads() -> None:
-    """One thread for every pool already loaded in this process (env covers those loaded later)."""
-    os.environ.update(ONE_THREAD_ENV)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        pass
-    import sys
-    if "numba" in sys.modules:
-        try:
-            sys.modules["numba"].set_num_threads(1)
-        except (ValueError, AttributeError):
-            pass
 
 
 def _worker_main(conn: Connection, blob: bytes | None) -> None:

@@ -29,11 +29,12 @@ from dataclasses import replace
 from typing import Any
 
 from hpsearch.backends._base import Backend
+from hpsearch.backends.common import ONE_THREAD_ENV, broadcast_value, job_error, limit_threads
 from hpsearch.records import FAILED, TrialResult, TrialTask
 
 log = logging.getLogger("hpsearch.spark")
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = tuple(ONE_THREAD_ENV)
 
 
 # --------------------------------------------------------------------------- session
@@ -79,51 +80,18 @@ def driver_host(sc: Any) -> str:
 
 # --------------------------------------------------------------------------- executor side
 
-_THREADS_LIMITED = False
-
-
-def _limit_threads() -> None:
-    """One BLAS/numba thread per task (once per Python worker: threadpoolctl scans libraries)."""
-    global _THREADS_LIMITED
-    if _THREADS_LIMITED:
-        return
-    for var in THREAD_VARS:
-        os.environ[var] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        pass
-    _THREADS_LIMITED = True
-
-
-def _worker_data(bc: Any) -> Any:
-    """The broadcast data set. PySpark keeps one Broadcast object per id in each Python worker and
-    caches its unpickled value on it, so with reused workers it is decoded once per worker."""
-    return None if bc is None else bc.value
-
-
 def run_partition(bc: Any, rows: Iterable[TrialTask]) -> Iterator[TrialResult]:
     """The Spark task: consume the input (so the worker is reused), train, return results as values."""
     from hpsearch.objective import execute
 
     tasks = list(rows)
-    _limit_threads()
-    data = _worker_data(bc)
+    limit_threads()
+    data = broadcast_value(bc)
     for task in tasks:
         yield execute(task, data)
 
 
 # --------------------------------------------------------------------------- driver side
-
-def _job_error(exc: BaseException) -> str:
-    """One line for a failed Spark job: the Python worker's own words when Spark relays them."""
-    text = " ".join(str(exc).split())
-    for phrase in ("Python worker exited unexpectedly (crashed)", "Lost executor", "cancelled"):
-        if phrase.lower() in text.lower():
-            return phrase
-    return text[:200]
-
 
 def warm_numba(task: TrialTask, data: Any = None) -> None:
     """Train the task's net for two small batches, which compiles (or loads) every numba kernel it
@@ -192,7 +160,7 @@ class SparkBackend(Backend):
             try:
                 return rdd.mapPartitions(functools.partial(run_partition, self._bc)).collect()[0]
             except Exception as exc:  # noqa: BLE001 - the job failed: a worker was lost or cancelled
-                error = _job_error(exc)
+                error = job_error(exc)
                 if not self._cancelled.is_set():
                     log.warning("trial %d: Spark task lost (attempt %d of %d): %s", task.number,
                                 attempt + 1, self.retries + 1, error[:120])

@@ -71,7 +71,8 @@ from typing import Any
 
 import numpy as np
 
-from hpsearch.backends.spark import SparkBackend, _job_error, _limit_threads, _worker_data, log
+from hpsearch.backends.common import broadcast_value, job_error, limit_threads
+from hpsearch.backends.spark import SparkBackend, log
 from hpsearch.errors import BackendError
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
@@ -343,7 +344,8 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
     from nets.optim import make_optimizer
     from nets.recipes import build_model, check_data_params, data_info, resolve_params
 
-    from hpsearch.objective import _plain_metrics, _weights, data_settings, load_data, resolve_recipe
+    from hpsearch.objective import model_bytes, plain_metrics
+    from hpsearch.recipes import data_settings, load_data, resolve_recipe
 
     recipe = resolve_recipe(task.net)
     searched_data_keys = set(task.params) & set(getattr(recipe, "data_keys", ()) or ())
@@ -368,14 +370,14 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
                         cfg, on_epoch_end, sync.reduce_grads, sync.on_batch)
     if hub.rank:
         return {}
-    history = tuple(_plain_metrics(h) for h in seen)
+    history = tuple(plain_metrics(h) for h in seen)
     value = float(history[-1][task.metric]) if history else None
     out = {"value": value, "history": history, "first_batch_at": sync.first_at}
     if hist.stopped:
         return {**out, "state": PRUNED, "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:
         model.arch.setdefault("builder", task.net)
-    return {**out, "state": COMPLETE, "weights": _weights(model)}
+    return {**out, "state": COMPLETE, "weights": model_bytes(model)}
 
 
 def _epoch_end(task: TrialTask, report: Callable[[int, float], bool], hub: Hub,
@@ -403,7 +405,7 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
 
     ``report`` (rank 0): ``report(epoch, value) -> prune?``; by default the task's pruning channel.
     """
-    from hpsearch.objective import GrpcReporter, _never_prune, _reason
+    from hpsearch.objective import GrpcReporter, failure_reason, never_prune
 
     started, t0 = time.time(), time.perf_counter()
     where = f"{socket.gethostname()}:{os.getpid()} rank 0 of {hub.world}"
@@ -416,10 +418,10 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
     try:
         if report is None:
             report = (GrpcReporter(task.channel, task.trial_id) if task.channel and not hub.rank
-                      else _never_prune)
+                      else never_prune)
     except Exception as exc:  # noqa: BLE001 - as objective.execute: the channel is unreachable
         hub.abort("rank 0 lost its pruning channel")
-        return done(state=FAILED, reason=f"pruning channel unreachable: {_reason(exc)}",
+        return done(state=FAILED, reason=f"pruning channel unreachable: {failure_reason(exc)}",
                     traceback=traceback.format_exc(), lost=True)
     try:
         out = _train_rank(task, report, data, hub, every, seen)
@@ -430,7 +432,7 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
         if isinstance(exc, PeerFailed):          # another rank's failure: "rank r: reason"
             reason, tb = str(exc), exc.tb
         else:                                     # rank 0 prefixes a peer's reason with its rank
-            reason, tb = _reason(exc), traceback.format_exc()
+            reason, tb = failure_reason(exc), traceback.format_exc()
         hub.abort(reason, tb)
         return None if hub.rank else done(state=FAILED, reason=reason, traceback=tb,
                                           **_partial(seen, task.metric))
@@ -443,9 +445,9 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
 
 def _partial(seen: list[dict[str, float]], metric: str) -> dict[str, Any]:
     """The history (and last value) of a trial that failed after some epochs."""
-    from hpsearch.objective import _plain_metrics
+    from hpsearch.objective import plain_metrics
 
-    history = tuple(_plain_metrics(h) for h in seen)
+    history = tuple(plain_metrics(h) for h in seen)
     value = history[-1].get(metric) if history else None
     return {"history": history, "value": value}
 
@@ -455,12 +457,12 @@ def _rank_partition(bc: Any, every: int, rows: Iterable[TrialTask]) -> Iterator[
     from pyspark import BarrierTaskContext
 
     tasks = list(rows)            # consume the input, so Spark reuses the Python worker
-    _limit_threads()
+    limit_threads()
     ctx = BarrierTaskContext.get()
     infos = ctx.getTaskInfos()
     rank, world = ctx.partitionId(), len(infos)
     host = infos[0].address.rsplit(":", 1)[0]
-    data = _worker_data(bc)
+    data = broadcast_value(bc)
     for task in tasks:
         try:
             result = run_rank(task, data, rendezvous(rank, world, ctx.allGather, host), every)
@@ -479,7 +481,7 @@ def _barrier_error(exc: BaseException) -> str:
     at = text.find(LOST_TAG + " rank ")
     if at >= 0:
         return " ".join(text[at:].split("\n", 1)[0].split())[:200]
-    return _job_error(exc)
+    return job_error(exc)
 
 
 class BarrierBackend(SparkBackend):
