@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.storage import REQUEUED
 from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResult, TrialTask
-from hpsearch.backends._parallelism import parallelism_notes
+from hpsearch.backends import parallelism_notes
 from hpsearch.space import DefineByRun
 
 if TYPE_CHECKING:
