@@ -12,6 +12,7 @@ import socket
 import tempfile
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -22,7 +23,9 @@ from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResu
 Report = Callable[[int, float], bool]
 """``report(epoch, value) -> prune?``: called after every epoch with the objective's value."""
 
-_CHANNELS: dict[tuple, Any] = {}
+CHANNEL_CACHE_SIZE = 2
+"""Pruning channels kept per worker process (one per sweep: a reused worker drops the oldest)."""
+_CHANNELS: OrderedDict[tuple, Any] = OrderedDict()
 
 
 # --------------------------------------------------------------------------- pruning channel
@@ -53,9 +56,9 @@ def _channel_study(channel: PruningChannel) -> Any:
         import optuna
         from optuna.storages import GrpcStorageProxy
 
+        from hpsearch.logs import quiet
         from hpsearch.samplers import make_pruner
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet("optuna"):
             warnings.simplefilter("ignore")
             storage = GrpcStorageProxy(host=channel.host, port=channel.port)
             storage.wait_server_ready(timeout=60)
@@ -63,6 +66,9 @@ def _channel_study(channel: PruningChannel) -> Any:
                 study_name=channel.study_name, storage=storage,
                 pruner=make_pruner(channel.pruner, dict(channel.pruner_options)),
                 sampler=optuna.samplers.RandomSampler())
+        while len(_CHANNELS) > CHANNEL_CACHE_SIZE:
+            _CHANNELS.popitem(last=False)
+    _CHANNELS.move_to_end(key)
     return _CHANNELS[key]
 
 

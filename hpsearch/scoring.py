@@ -186,10 +186,15 @@ def _download(client: Any, run_id: str, path: str) -> bytes | None:
 
 
 def _from_run(run_id: str, uri: str | None) -> Weights:
+    from hpsearch.tracking import quiet_mlflow
+    with quiet_mlflow():
+        return _read_run(run_id, uri)
+
+
+def _read_run(run_id: str, uri: str | None) -> Weights:
     from mlflow import MlflowClient
 
-    from hpsearch.tracking import quiet_mlflow, resolve_uri
-    quiet_mlflow()
+    from hpsearch.tracking import resolve_uri
     uri = resolve_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     try:

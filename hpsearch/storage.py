@@ -23,6 +23,7 @@ REQUEUED = "hpsearch_requeued"
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
+    from sqlalchemy.engine import Engine
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -34,29 +35,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-_TUNED = False
-
-
-def tune_sqlite() -> None:
-    """WAL journal and synchronous=NORMAL for every SQLite database the driver opens (the Optuna
-    study and MLflow's default store): a commit costs a fraction of a millisecond instead of an
-    fsync, readers (the MLflow UI, `hpsearch show`) never block the driver, and a crash can lose at
-    most the last commits, never corrupt the file."""
-    global _TUNED
-    if _TUNED:
-        return
+def tune_sqlite(engine: Engine) -> None:
+    """WAL journal and synchronous=NORMAL for one of hpsearch's own SQLite engines (the Optuna
+    study; MLflow's store, see :class:`hpsearch.tracking.Tracker`): a commit costs a fraction of a
+    millisecond instead of an fsync, readers (the MLflow UI, `hpsearch show`) never block the
+    driver, and a crash can lose at most the last commits, never corrupt the file. Other engines
+    in the process (the user's) are left as they are."""
     from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    if engine.dialect.name != "sqlite" or event.contains(engine, "connect", _sqlite_pragmas):
+        return
+    event.listen(engine, "connect", _sqlite_pragmas)
+    engine.dispose()   # connections opened before the listener reconnect with the pragmas
 
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - SQLAlchemy's hook signature
-        if type(dbapi_conn).__module__.startswith("sqlite3"):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
 
-    _TUNED = True
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
 
 
 def open_storage(url: str, *, create: bool) -> BaseStorage:
@@ -75,12 +71,13 @@ def open_storage(url: str, *, create: bool) -> BaseStorage:
             raise StorageError(f"cannot create {path}: {path.parent} is not a directory",
                                "create the directory or pass --storage URL")
     kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
-    tune_sqlite()
     try:
         rdb = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
         raise StorageError(f"cannot open storage {url}: {' '.join(str(exc).split())[:300]}",
                            "check the URL, the database server and its driver package") from None
+    if path is not None:
+        tune_sqlite(rdb.engine)
     return optuna.storages.get_storage(rdb)
 
 

@@ -137,8 +137,10 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
     if space is None and not spec.space:
         raise SpecError(spec.file, "search_space", "is missing (the spec was loaded with define_by_run)",
                         "pass space=... to run_study, or add search_space to the file")
+    from hpsearch.logs import quiet_libraries
     sweep = _Sweep(spec, space, observer or Observer(), spark)
-    return sweep.run(extend)
+    with quiet_libraries():
+        return sweep.run(extend)
 
 
 def trial_summaries(spec: StudySpec) -> list[TrialSummary]:
@@ -541,7 +543,6 @@ def _open_study(spec: StudySpec) -> optuna.Study:
 
     from hpsearch.samplers import make_pruner, make_sampler
     from hpsearch.storage import open_storage
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(spec.storage, create=True)
     try:
         study = optuna.load_study(study_name=spec.name, storage=storage)
