@@ -14,7 +14,6 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from hpsearch.recipes import data_settings, load_data, resolve_recipe
@@ -56,7 +55,7 @@ def _channel_study(channel: PruningChannel) -> Any:
         import optuna
         from optuna.storages import GrpcStorageProxy
 
-        from hpsearch.logs import quiet
+        from hpsearch.scoped import quiet
         from hpsearch.samplers import make_pruner
         with warnings.catch_warnings(), quiet("optuna"):
             warnings.simplefilter("ignore")

@@ -137,7 +137,7 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
     if space is None and not spec.space:
         raise SpecError(spec.file, "search_space", "is missing (the spec was loaded with define_by_run)",
                         "pass space=... to run_study, or add search_space to the file")
-    from hpsearch.logs import quiet_libraries
+    from hpsearch.scoped import quiet_libraries
     sweep = _Sweep(spec, space, observer or Observer(), spark)
     with quiet_libraries():
         return sweep.run(extend)

@@ -40,7 +40,7 @@ def quiet_mlflow() -> Iterator[None]:
     """MLflow's and Alembic's INFO logs (database creation and migrations) silenced for the block."""
     import mlflow  # noqa: F401 - mlflow sets its logger's level on import; override it after
 
-    from hpsearch.logs import quiet
+    from hpsearch.scoped import quiet
     with quiet("mlflow", "alembic"):
         yield
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy
 
 from hpsearch.errors import StorageError
-from hpsearch.logs import quiet
+from hpsearch.scoped import quiet
 from hpsearch.storage import LOCK_ATTR, driver_lock, lock_holder, open_storage
 
 

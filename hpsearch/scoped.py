@@ -1,7 +1,9 @@
-"""Quiet library loggers for a block, then put their levels back (hpsearch owns its loggers only)."""
+"""Process state changed for a block only, then put back: library loggers quieted, environment
+variables set. hpsearch owns its own loggers and nothing else in the process."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,3 +33,18 @@ def quiet_libraries() -> Iterator[None]:
     import mlflow  # noqa: F401 - mlflow sets its logger's level on import; override it after
     with quiet(*LIBRARIES):
         yield
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (a child process started in it inherits them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
