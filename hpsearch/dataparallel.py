@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import HpsearchError
 from hpsearch.records import COMPLETE, TrialResult, TrialTask
+from hpsearch.scoped import quiet_libraries
 
 if TYPE_CHECKING:
     from hpsearch.spec import StudySpec
@@ -98,6 +99,7 @@ def _check_params(recipe: Any, fixed: dict[str, Any], params: dict[str, Any]) ->
         raise HpsearchError(f"--params: {exc}") from None
 
 
+@quiet_libraries()          # MLflow's INFO lines (run links, migrations) as quiet as in a sweep
 def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best: bool = False,
                  workers: int | None = None, sync_every: int | None = None, seed: int | None = None,
                  output: str | None = None, spark: Any = None) -> TrainSummary:
