@@ -458,7 +458,7 @@ def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: 
     """
     from hpsearch.errors import SpecError
     from hpsearch.schedule import FAILED as SWEEP_FAILED
-    from hpsearch.schedule import Scheduler, _now
+    from hpsearch.schedule import Scheduler, now
     from hpsearch.spec import ScheduleSpec, load_spec
     options = {"parallelism": parallelism, "backend": backend, "master": master, "storage": storage,
                "tracking_uri": tracking_uri}
@@ -473,7 +473,7 @@ def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: 
     _sigterm_as_interrupt()
     try:
         if once:
-            if scheduler.run_tick(_now()).status == SWEEP_FAILED:
+            if scheduler.run_tick(now()).status == SWEEP_FAILED:
                 raise click.exceptions.Exit(1)
             return
         scheduler.run_forever()

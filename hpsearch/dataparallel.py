@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import HpsearchError
 from hpsearch.records import COMPLETE, TrialResult, TrialTask
+from hpsearch.scoped import quiet_libraries
 
 if TYPE_CHECKING:
     from hpsearch.spec import StudySpec
@@ -98,6 +99,7 @@ def _check_params(recipe: Any, fixed: dict[str, Any], params: dict[str, Any]) ->
         raise HpsearchError(f"--params: {exc}") from None
 
 
+@quiet_libraries()          # MLflow's INFO lines (run links, migrations) as quiet as in a sweep
 def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best: bool = False,
                  workers: int | None = None, sync_every: int | None = None, seed: int | None = None,
                  output: str | None = None, spark: Any = None) -> TrainSummary:
@@ -110,9 +112,8 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
         as ``result.state == "failed"`` with its reason.
     """
     from hpsearch.backends import make_backend
-    from hpsearch.objective import resolve_recipe
+    from hpsearch.recipes import load_spec_data, resolve_recipe
     from hpsearch.spec import DataParallelSpec
-    from hpsearch.study import _load_data
     from hpsearch.tracking import TAG_KIND, TAG_STUDY, Tracker
 
     spec.check_runnable()
@@ -122,7 +123,7 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
     searched, seed, source, number = _configuration(spec, params, best, seed)
     recipe = resolve_recipe(spec.net)
     _check_params(recipe, spec.fixed, searched)
-    data = _load_data(spec, recipe)
+    data = load_spec_data(spec, recipe)
     backend = make_backend("spark", parallelism=None, data=data, master=spec.execution.master,
                            study_name=f"{spec.name} train", spark=spark,
                            data_parallel=DataParallelSpec(workers, sync_every))

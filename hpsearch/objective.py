@@ -6,7 +6,6 @@ exceptions in the net, a diverged loss and a broken pruning channel all come bac
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import socket
@@ -14,100 +13,18 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import is_dataclass, replace
 from typing import Any
 
-from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResult, TrialTask
+from hpsearch.recipes import data_settings, load_data, resolve_recipe
+from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
 Report = Callable[[int, float], bool]
 """``report(epoch, value) -> prune?``: called after every epoch with the objective's value."""
 
-_DATA_CACHE: dict[tuple, Any] = {}
-
-
-# --------------------------------------------------------------------------- recipes
-
-def available_recipes() -> dict[str, Any]:
-    """The recipes the installed nets library offers (empty when nets is not importable)."""
-    try:
-        import nets
-    except ImportError:
-        return {}
-    return dict(getattr(nets, "RECIPES", {}))
-
-
-def _is_recipe(obj: Any) -> bool:
-    try:
-        import nets
-        if hasattr(nets, "Recipe") and isinstance(obj, nets.Recipe):
-            return True
-    except ImportError:
-        pass
-    return all(hasattr(obj, a) for a in ("name", "defaults", "metrics", "load_data", "build"))
-
-
-def resolve_recipe(net: str) -> Any:
-    """A ``nets.Recipe`` from a built-in name or ``package.module:attr``.
-
-    ``attr`` may be a Recipe or a zero-argument callable returning one.
-    """
-    if ":" not in net:
-        recipes = available_recipes()
-        if net not in recipes:
-            raise LookupError(f"net '{net}' is not available in the installed nets library")
-        return recipes[net]
-    module_name, _, attr = net.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise AttributeError(f"module '{module_name}' has no attribute '{attr}'")
-        obj = getattr(obj, part)
-    if not _is_recipe(obj) and callable(obj):
-        obj = obj()
-    if not _is_recipe(obj):
-        raise TypeError(f"{net} is not a nets.Recipe (got {type(obj).__name__} {obj!r:.40})")
-    return obj
-
-
-# --------------------------------------------------------------------------- data
-
-def subsample(data: Any, limit: int | None) -> Any:
-    """Keep the first ``limit`` training samples and ``max(100, limit // 4)`` validation ones.
-
-    Works on ``nets.Data`` (splits with ``subset(n)``); other data objects are returned whole.
-    """
-    if limit is None or not is_dataclass(data):
-        return data
-    train, val = getattr(data, "train", None), getattr(data, "val", None)
-    if not hasattr(train, "subset"):
-        return data
-    changes = {"train": train.subset(limit)}
-    if hasattr(val, "subset"):
-        changes["val"] = val.subset(max(100, limit // 4))
-    return replace(data, **changes)
-
-
-def data_settings(recipe: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """The data settings among ``params`` (and the recipe's defaults): its ``data_keys``."""
-    keys = getattr(recipe, "data_keys", ()) or ()
-    merged = {**recipe.defaults, **params}
-    return {k: merged[k] for k in keys if k in merged}
-
-
-def load_data(recipe: Any, path: str | None, limit: int | None = None,
-              settings: dict[str, Any] | None = None) -> Any:
-    """The recipe's data, read once per process per settings, and subsampled to ``limit``."""
-    settings = settings or {}
-    key = (recipe.name, path, limit, tuple(sorted((k, repr(v)) for k, v in settings.items())))
-    if key not in _DATA_CACHE:
-        data = recipe.load_data(path, **settings) if settings else recipe.load_data(path)
-        _DATA_CACHE[key] = subsample(data, limit)
-    return _DATA_CACHE[key]
-
-
 # --------------------------------------------------------------------------- pruning channel
 
-def _never_prune(epoch: int, value: float) -> bool:
+def never_prune(epoch: int, value: float) -> bool:
+    """The report of a trial without a pruning channel: never asks to stop."""
     return False
 
 
@@ -117,7 +34,7 @@ class _BadMetric(Exception):
     pass
 
 
-def run_trial(task: TrialTask, report: Report = _never_prune, data: Any = None) -> TrialResult:
+def run_trial(task: TrialTask, report: Report = never_prune, data: Any = None) -> TrialResult:
     """Train ``task``'s net, calling ``report`` after every epoch. Never raises (but see below).
 
     Args:
@@ -141,7 +58,7 @@ def run_trial(task: TrialTask, report: Report = _never_prune, data: Any = None) 
         at = out.pop("first_batch_at", None)
         return done(first_batch_s=None if at is None else at - started, **out)
     except Exception as exc:  # noqa: BLE001 - every failure of the net is a value
-        return done(state=FAILED, reason=_reason(exc), traceback=traceback.format_exc(),
+        return done(state=FAILED, reason=failure_reason(exc), traceback=traceback.format_exc(),
                     history=tuple(getattr(exc, "_hpsearch_history", ())),
                     value=getattr(exc, "_hpsearch_value", None))
 
@@ -184,7 +101,7 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
         if seen and task.metric in seen[-1]:
             exc._hpsearch_value = float(seen[-1][task.metric])  # type: ignore[attr-defined]
         raise
-    history = tuple(_plain_metrics(h) for h in (res.history or seen))
+    history = tuple(plain_metrics(h) for h in (res.history or seen))
     value = float(history[-1][task.metric]) if history else None
     at = first[0] if first else None
     if res.stopped:
@@ -192,15 +109,16 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
                 "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:          # a user's net: record where nets.load finds its recipe again
         res.model.arch.setdefault("builder", task.net)
-    return {"state": COMPLETE, "value": value, "history": history, "weights": _weights(res.model),
+    return {"state": COMPLETE, "value": value, "history": history, "weights": model_bytes(res.model),
             "first_batch_at": at}
 
 
-def _plain_metrics(h: dict[str, Any]) -> dict[str, float]:
+def plain_metrics(h: dict[str, Any]) -> dict[str, float]:
+    """One epoch's numeric metrics as plain floats (what a TrialResult's history holds)."""
     return {k: float(v) for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _weights(model: Any) -> bytes | None:
+def model_bytes(model: Any) -> bytes | None:
     """The model as a ``nets.save`` file, as bytes (so it crosses process boundaries)."""
     import nets
     with tempfile.TemporaryDirectory(prefix="hpsearch-") as tmp:
@@ -210,7 +128,8 @@ def _weights(model: Any) -> bytes | None:
             return fh.read()
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """The one-line reason a failed trial reports for ``exc``."""
     text = " ".join(str(exc).split())
     name = type(exc).__name__
     if name == "DivergedError":
@@ -224,9 +143,9 @@ def execute(task: TrialTask, data: Any = None) -> TrialResult:
     """Worker entry point: run ``task``, reporting through its pruning channel if it has one."""
     from hpsearch.pruning import Reporter
     try:
-        report = Reporter(task.channel, task.trial_id) if task.channel else _never_prune
+        report = Reporter(task.channel, task.trial_id) if task.channel else never_prune
     except Exception as exc:  # noqa: BLE001
         return TrialResult(task.trial_id, task.number, FAILED, worker=socket.gethostname(),
-                           reason=f"pruning channel unreachable: {_reason(exc)}",
+                           reason=f"pruning channel unreachable: {failure_reason(exc)}",
                            traceback=traceback.format_exc(), lost=True)
     return run_trial(task, report, data)

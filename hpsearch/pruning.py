@@ -204,6 +204,6 @@ def ping(channel: PruningChannel, timeout: float) -> str | None:
         call(channel, "Ping", {}, timeout=timeout)
         return None
     except Exception as exc:  # noqa: BLE001 - grpc.RpcError and whatever a broken network raises
-        code = getattr(exc, "code", lambda: None)()
-        return f"{getattr(code, 'name', type(exc).__name__)}: " + \
-            " ".join(str(getattr(exc, "details", lambda: exc)()).split())[:160]
+        code = exc.code().name if hasattr(exc, "code") else type(exc).__name__
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        return f"{code}: " + " ".join(str(details).split())[:160]

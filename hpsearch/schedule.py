@@ -23,7 +23,6 @@ or ``once``) and ``hpsearch.tick`` (the tick's time, ISO 8601).
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
@@ -51,22 +50,21 @@ class Tick:
     summary: SweepSummary | None = None
 
 
-def _now() -> datetime:
+def now() -> datetime:
+    """The local time, with its zone (the scheduler's default clock)."""
     return datetime.now().astimezone()
 
 
 def _hms(t: datetime) -> str:
-    return t.strftime("%H:%M:%S") if t.date() == _now().date() else t.isoformat(timespec="seconds")
+    return t.strftime("%H:%M:%S") if t.date() == now().date() else t.isoformat(timespec="seconds")
 
 
 def lock_holder(spec: StudySpec) -> int | None:
     """The pid of another live process on this host that holds the study's driver lock, if any."""
-    import socket
-
     import optuna
 
+    from hpsearch.storage import lock_holder as study_lock_holder
     from hpsearch.storage import open_storage, sqlite_path
-    from hpsearch.study import _LOCK, _pid_alive
     path = sqlite_path(spec.storage)
     if path is not None and not path.exists():
         return None
@@ -74,13 +72,7 @@ def lock_holder(spec: StudySpec) -> int | None:
         study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage, create=False))
     except (KeyError, HpsearchError):
         return None
-    held = study.user_attrs.get(_LOCK)
-    if not isinstance(held, dict) or held.get("host") != socket.gethostname():
-        return None
-    pid = held.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid() or not _pid_alive(pid):
-        return None
-    return pid
+    return study_lock_holder(study)
 
 
 class Scheduler:
@@ -101,7 +93,7 @@ class Scheduler:
 
     def __init__(self, spec: StudySpec, *, cron: str | None = None, trials_per_run: int | None = None,
                  max_runs: int | None = None, observer: Observer | Callable[[], Observer] | None = None,
-                 log: Callable[[str], None] = print, clock: Callable[[], datetime] = _now,
+                 log: Callable[[str], None] = print, clock: Callable[[], datetime] = now,
                  sleep: Callable[[float], None] = time.sleep, run: Callable[..., Any] | None = None,
                  ) -> None:
         self.spec = spec

@@ -41,6 +41,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,9 @@ IMAGE, RECONSTRUCT, TEXT, LM = "image_classifier", "reconstruction", "text_class
 RETURN_TYPES = {IMAGE: "int", RECONSTRUCT: "double", TEXT: "string", LM: "double"}
 DEFAULT_COLUMNS = {IMAGE: "pixels", RECONSTRUCT: "pixels", TEXT: "text", LM: "text"}
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_MODELS: dict[str, tuple[Any, str]] = {}   # per Python worker: SHA-256 of the bytes -> (model, kind)
+MODEL_CACHE_SIZE = 4
+"""Models kept per Python worker (the oldest is decoded again from its broadcast when needed)."""
+_MODELS: OrderedDict[str, tuple[Any, str]] = OrderedDict()   # SHA-256 of the bytes -> (model, kind)
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,10 @@ def score(model: Any, kind: str, values: list[Any]) -> list[Any]:
 # --------------------------------------------------------------------------- the weights
 
 def _download(client: Any, run_id: str, path: str) -> bytes | None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory(prefix="hpsearch-dl-") as tmp:
+    from hpsearch.scoped import environ
+    bar = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+                                                                  "false")}
+    with environ(bar), tempfile.TemporaryDirectory(prefix="hpsearch-dl-") as tmp:
         try:
             local = client.download_artifacts(run_id, path, tmp)
         except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
@@ -186,10 +191,15 @@ def _download(client: Any, run_id: str, path: str) -> bytes | None:
 
 
 def _from_run(run_id: str, uri: str | None) -> Weights:
+    from hpsearch.tracking import quiet_mlflow
+    with quiet_mlflow():
+        return _read_run(run_id, uri)
+
+
+def _read_run(run_id: str, uri: str | None) -> Weights:
     from mlflow import MlflowClient
 
-    from hpsearch.tracking import quiet_mlflow, resolve_uri
-    quiet_mlflow()
+    from hpsearch.tracking import resolve_uri
     uri = resolve_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -256,8 +266,16 @@ def _worker_model(key: str, bc: Any) -> tuple[Any, str]:
     got = _MODELS.get(key)
     if got is None:
         model = model_from_bytes(bc.value)
-        got = _MODELS[key] = (model, model_kind(model))
+        got = (model, model_kind(model))
+    _keep_model(key, got)
     return got
+
+
+def _keep_model(key: str, model: tuple[Any, str]) -> None:
+    _MODELS[key] = model
+    _MODELS.move_to_end(key)
+    while len(_MODELS) > MODEL_CACHE_SIZE:
+        _MODELS.popitem(last=False)
 
 
 def score_series(key: str, bc: Any, col: Any) -> Any:
@@ -295,7 +313,7 @@ def register_udf(spark: Any, source: Any, name: str = "predict", *,
     kind = model_kind(model)
     bc = spark.sparkContext.broadcast(weights.data)
     key = weights.key
-    _MODELS[key] = (model, kind)                   # the driver's own (local-mode workers are others)
+    _keep_model(key, (model, kind))                # the driver's own (local-mode workers are others)
 
     def predict(col: pd.Series) -> pd.Series:
         return score_series(key, bc, col)

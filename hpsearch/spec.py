@@ -540,7 +540,7 @@ def _name(ck: _Checker, value: Any, file: str) -> str:
 
 
 def _net(ck: _Checker, value: Any) -> _Net:
-    from hpsearch.objective import available_recipes, resolve_recipe
+    from hpsearch.recipes import available_recipes, resolve_recipe
     name = ck.string(value, ("net",))
     if ":" in name:
         if not _NET_REF_RE.match(name):

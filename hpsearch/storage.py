@@ -5,14 +5,25 @@ proxy (see :mod:`hpsearch.pruning`), so a SQLite file is never written by two pr
 """
 from __future__ import annotations
 
+import os
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import StorageError
+
+LOCK_ATTR = "hpsearch_driver"
+"""The study's user attribute naming the driver that runs it: ``{"host": ..., "pid": ...}``."""
+REQUEUED = "hpsearch_requeued"
+"""A trial's user attribute: failed by a stopped driver, its params queued again (not counted)."""
 
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
+    from sqlalchemy.engine import Engine
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -24,29 +35,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
-_TUNED = False
-
-
-def tune_sqlite() -> None:
-    """WAL journal and synchronous=NORMAL for every SQLite database the driver opens (the Optuna
-    study and MLflow's default store): a commit costs a fraction of a millisecond instead of an
-    fsync, readers (the MLflow UI, `hpsearch show`) never block the driver, and a crash can lose at
-    most the last commits, never corrupt the file."""
-    global _TUNED
-    if _TUNED:
-        return
+def tune_sqlite(engine: Engine) -> None:
+    """WAL journal and synchronous=NORMAL for one of hpsearch's own SQLite engines (the Optuna
+    study; MLflow's store, see :class:`hpsearch.tracking.Tracker`): a commit costs a fraction of a
+    millisecond instead of an fsync, readers (the MLflow UI, `hpsearch show`) never block the
+    driver, and a crash can lose at most the last commits, never corrupt the file. Other engines
+    in the process (the user's) are left as they are."""
     from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    if engine.dialect.name != "sqlite" or event.contains(engine, "connect", _sqlite_pragmas):
+        return
+    event.listen(engine, "connect", _sqlite_pragmas)
+    engine.dispose()   # connections opened before the listener reconnect with the pragmas
 
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - SQLAlchemy's hook signature
-        if type(dbapi_conn).__module__.startswith("sqlite3"):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
 
-    _TUNED = True
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
 
 
 def open_storage(url: str, *, create: bool) -> BaseStorage:
@@ -65,12 +71,13 @@ def open_storage(url: str, *, create: bool) -> BaseStorage:
             raise StorageError(f"cannot create {path}: {path.parent} is not a directory",
                                "create the directory or pass --storage URL")
     kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
-    tune_sqlite()
     try:
         rdb = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors vary by database
         raise StorageError(f"cannot open storage {url}: {' '.join(str(exc).split())[:300]}",
                            "check the URL, the database server and its driver package") from None
+    if path is not None:
+        tune_sqlite(rdb.engine)
     return optuna.storages.get_storage(rdb)
 
 
@@ -83,3 +90,71 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
     except KeyError:
         raise StorageError(f"no study named '{name}' in {url}",
                            "run it first: hpsearch run SPEC") from None
+
+
+# --------------------------------------------------------------------------- the driver lock
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is alive (a zombie is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def lock_holder(study: optuna.Study) -> int | None:
+    """The pid of another live process on this host that holds the study's driver lock, if any.
+
+    A lock held on another host, or by a dead process, is stale: it does not count.
+    """
+    held = study.user_attrs.get(LOCK_ATTR)
+    if not isinstance(held, dict) or held.get("host") != socket.gethostname():
+        return None
+    pid = held.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or not pid_alive(pid):
+        return None
+    return pid
+
+
+@contextmanager
+def driver_lock(study: optuna.Study) -> Iterator[None]:
+    """Hold the study's driver lock for the block; StorageError when a live driver holds it."""
+    holder = lock_holder(study)
+    if holder is not None:
+        raise StorageError(f"study '{study.study_name}' is being run by process {holder}",
+                           "wait for it to finish, or stop it first")
+    study.set_user_attr(LOCK_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+    try:
+        yield
+    finally:
+        study.set_user_attr(LOCK_ATTR, None)
+
+
+def requeue_orphans(study: optuna.Study, dists: dict[str, Any] | None) -> int:
+    """Fail the trials a dead driver left RUNNING and queue their params again; how many.
+
+    A trial killed while it was being asked (some of ``dists`` not yet drawn) never started:
+    it is failed, and nothing is queued for it.
+    """
+    from optuna.trial import TrialState
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in orphans:
+        started = dists is None or set(dists) <= set(t.params)
+        reason = ("the driver stopped before this trial finished; its params were re-queued"
+                  if started else "the driver stopped while asking this trial; nothing re-queued")
+        trial_id = t._trial_id  # Optuna's own fail_stale_trials uses the same key
+        study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        study._storage.set_trial_user_attr(trial_id, REQUEUED, True)
+        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        if started:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study.enqueue_trial(dict(t.params), skip_if_exists=False)
+    return len(orphans)

@@ -12,9 +12,7 @@ Only the driver writes final trial states (to Optuna) and runs (to MLflow). A sw
 """
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import threading
 import time
 import warnings
@@ -22,12 +20,12 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import SpecError, StorageError
+from hpsearch.storage import REQUEUED
 from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResult, TrialTask
-from hpsearch.backends._parallelism import parallelism_notes
+from hpsearch.backends import parallelism_notes
 from hpsearch.space import DefineByRun
 
 if TYPE_CHECKING:
@@ -38,8 +36,6 @@ if TYPE_CHECKING:
     from hpsearch.tracking import Tracker
 
 MAX_ATTEMPTS = 2  # a trial whose worker died is retried once
-REQUEUED = "hpsearch_requeued"
-_LOCK = "hpsearch_driver"
 
 
 # --------------------------------------------------------------------------- results
@@ -141,8 +137,10 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
     if space is None and not spec.space:
         raise SpecError(spec.file, "search_space", "is missing (the spec was loaded with define_by_run)",
                         "pass space=... to run_study, or add search_space to the file")
+    from hpsearch.scoped import quiet_libraries
     sweep = _Sweep(spec, space, observer or Observer(), spark)
-    return sweep.run(extend)
+    with quiet_libraries():
+        return sweep.run(extend)
 
 
 def trial_summaries(spec: StudySpec) -> list[TrialSummary]:
@@ -186,20 +184,6 @@ def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
     return sum(1 for t in trials if t.state.is_finished() and not t.user_attrs.get(REQUEUED))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 @contextmanager
 def _shielded() -> Iterator[None]:
     """Defer Ctrl-C / SIGTERM until the block is done, so the driver's bookkeeping (ask, tell,
@@ -219,37 +203,183 @@ def _shielded() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def _load_data(spec: StudySpec, recipe: Any) -> Any:
-    """The data, read once on the driver; a data problem is the spec's ``data.path`` error."""
-    from hpsearch.objective import data_settings, load_data
-    try:
-        return load_data(recipe, spec.data.path, spec.data.limit, data_settings(recipe, spec.fixed))
-    except Exception as exc:  # noqa: BLE001 - nets.DataError and whatever a custom loader raises
-        where = spec.data.path or f"the bundled data of {spec.net}"
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise SpecError(spec.file, "data.path", f"cannot read {where}: {text}",
-                        "check the files (see the nets data formats)") from None
-
-
 # --------------------------------------------------------------------------- the sweep
 
 @dataclass
-class _State:
-    in_flight: dict[int, tuple[Any, TrialTask]] = field(default_factory=dict)
-    retries: deque = field(default_factory=deque)
-    counts: dict[str, int] = field(default_factory=lambda: {COMPLETE: 0, PRUNED: 0, FAILED: 0})
-    seconds: list[float] = field(default_factory=list)
-    best_value: float | None = None
-    best_number: int | None = None
-    best_weights: bytes | None = None
-    counted: int = 0
+class _Budget:
+    """The budget and its bookkeeping: trials with a verdict, the target, the deadline, the times."""
+
     target: int | None = None
     deadline: float | None = None
+    counted: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {COMPLETE: 0, PRUNED: 0, FAILED: 0})
+    seconds: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+
+    def met(self) -> bool:
+        return self.target is not None and self.counted >= self.target
+
+    def full(self, running: int) -> bool:
+        """No new trial: those counted and those running reach the target."""
+        return self.target is not None and self.counted + running >= self.target
+
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def count(self, result: TrialResult) -> None:
+        self.counted += 1
+        self.counts[result.state] += 1
+        self.seconds.append(result.seconds)
+
+    def eta(self, parallelism: int) -> float | None:
+        """Seconds left: the mean trial time for the trials left, or the deadline if sooner."""
+        eta = None
+        if self.target is not None and self.seconds:
+            left = max(0, self.target - self.counted)
+            eta = left * (sum(self.seconds) / len(self.seconds)) / max(1, parallelism)
+        if self.deadline is not None:
+            to_deadline = max(0.0, self.deadline - time.monotonic())
+            eta = to_deadline if eta is None else min(eta, to_deadline)
+        return eta
+
+
+class _Trials:
+    """Ask and tell: the trials in flight and their retries, each verdict told and tracked, and
+    the best value so far."""
+
+    def __init__(self, sweep: _Sweep, study: optuna.Study, dists: Any, tracker: Tracker) -> None:
+        self.sweep, self.spec, self.budget = sweep, sweep.spec, sweep.budget
+        self.study, self.dists, self.tracker = study, dists, tracker
+        self.channel: PruningChannel | None = None   # the pruning channel, once it serves
+        self.in_flight: dict[int, tuple[Any, TrialTask]] = {}
+        self.retries: deque[TrialTask] = deque()
+        best = _best(study)
+        self.best_value = None if best is None else best.value
+        self.best_number = None if best is None else best.number
+        self.best_weights: bytes | None = None
+
+    def progress(self) -> Progress:
+        b = self.budget
+        return Progress(done=b.counted, target=b.target, running=len(self.in_flight),
+                        complete=b.counts[COMPLETE], pruned=b.counts[PRUNED], failed=b.counts[FAILED],
+                        best_value=self.best_value, best_number=self.best_number,
+                        elapsed_s=time.monotonic() - b.started, eta_s=b.eta(self.sweep.parallelism),
+                        metric=self.spec.objective.metric)
+
+    # ---------------------------------------------------------------- ask
+
+    def ask(self) -> TrialTask | None:
+        """A new trial and its task (None when a define-by-run space raised: a failed trial)."""
+        with _shielded():
+            return self._new_task()
+
+    def _new_task(self) -> TrialTask | None:
+        from hpsearch.space import suggest
+        spec, study = self.spec, self.study
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trial = study.ask(fixed_distributions=self.dists) if self.dists is not None else study.ask()
+        task = TrialTask(trial_id=trial._trial_id, number=trial.number, net=spec.net, params={},
+                         fixed=dict(spec.fixed), metric=spec.objective.metric,
+                         direction=spec.objective.direction, seed=spec.seed + trial.number,
+                         epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
+                         channel=self.channel)
+        self.in_flight[trial.number] = (trial, task)
+        try:
+            task = replace(task, params=suggest(trial, self.sweep.space))
+        except Exception as exc:  # noqa: BLE001 - a user's define-by-run space
+            import traceback
+            self.handle(TrialResult(
+                task.trial_id, task.number, FAILED, reason=f"search space function raised "
+                f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(), started=time.time()))
+            return None
+        self.in_flight[trial.number] = (trial, task)
+        return task
+
+    # ---------------------------------------------------------------- tell
+
+    def handle(self, result: TrialResult) -> None:
+        """Retry a lost trial, or tell and track its verdict."""
+        with _shielded():
+            if not self._retried(result):
+                self._record(result)
+
+    def _retried(self, result: TrialResult) -> bool:
+        trial, task = self.in_flight[result.number]
+        if not (result.lost and self.sweep.retry_lost and task.attempt + 1 < MAX_ATTEMPTS
+                and result.reason != "cancelled"):
+            return False
+        self.sweep.note(f"trial {task.number}: {result.reason}; retrying it")
+        retry = replace(task, attempt=task.attempt + 1)
+        self.in_flight[result.number] = (trial, retry)
+        self.retries.append(retry)
+        return True
+
+    def _record(self, result: TrialResult) -> None:
+        trial, task = self.in_flight.pop(result.number)
+        if result.state == COMPLETE and result.value is None:
+            result = replace(result, state=FAILED, reason="the net ran no epoch")
+        run_id = self.tracker.start_trial(result.number, task.params, result.started)
+        self._tell(trial, result, run_id)
+        weights = self._maybe_best(result)
+        self.tracker.finish_trial(run_id, task.train_params(), result, weights)
+        self.budget.count(result)
+        self.sweep.obs.finished(result, self.progress())
+
+    def _tell(self, trial: Any, result: TrialResult, run_id: str) -> None:
+        from optuna.trial import TrialState
+        attrs = {"mlflow_run_id": run_id, "epochs": result.epochs, "seconds": round(result.seconds, 3),
+                 "worker": result.worker}
+        if result.reason and result.state == FAILED:
+            attrs["fail_reason"] = result.reason[:2000]
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(result.state, TrialState.FAIL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if state == TrialState.COMPLETE:
+                    self.study.tell(trial, result.value)
+                else:
+                    self.study.tell(trial, state=state)
+            except RuntimeError as exc:
+                # GridSampler.after_trial calls study.stop() when the grid is done, which Optuna
+                # only allows inside optimize(); the state is stored before that (in a finally).
+                if "Study.stop" not in str(exc):
+                    raise
+
+    def _maybe_best(self, result: TrialResult) -> bytes | None:
+        """The weights to log when this result is the best so far (this sweep or earlier)."""
+        if result.state != COMPLETE or result.value is None:
+            return None
+        better = self.best_value is None or (result.value < self.best_value
+                                             if self.spec.objective.direction == "minimize"
+                                             else result.value > self.best_value)
+        if not better:
+            return None
+        self.best_value, self.best_number = result.value, result.number
+        if not self.spec.tracking.log_weights or result.weights is None:
+            return None
+        self.best_weights = result.weights
+        return result.weights
+
+    def abandon(self, reason: str) -> None:
+        """Fail (and re-queue) the trials still running when the sweep is stopped."""
+        for number, (trial, task) in list(self.in_flight.items()):
+            result = TrialResult(task.trial_id, number, FAILED, reason=f"{reason}; params re-queued",
+                                 started=time.time())
+            trial.set_user_attr(REQUEUED, True)
+            run_id = self.tracker.start_trial(number, task.params)
+            self._tell(trial, result, run_id)
+            self.tracker.finish_trial(run_id, task.train_params(), result)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.study.enqueue_trial(dict(task.params), skip_if_exists=False)
+        self.in_flight.clear()
 
 
 class _Sweep:
-    """One sweep of one study: the driver's state and its steps."""
+    """One sweep of one study: set up, lock the study, feed the backend, summarize."""
 
     def __init__(self, spec: StudySpec, space: DefineByRun | None, observer: Observer,
                  spark: Any = None) -> None:
@@ -258,154 +388,95 @@ class _Sweep:
         self.spec = spec
         self.space = space
         self.obs = observer
-        self.s = _State()
+        self.budget = _Budget()
         self.notes: list[str] = []
         self.retry_lost = True
+
+    def note(self, text: str, once: bool = False) -> None:
+        if not (once and text in self.notes):
+            self.notes.append(text)
+            self.obs.note(text)
 
     # ---------------------------------------------------------------- setup (validate first)
 
     def _prepare(self) -> tuple[Backend, Any]:
         from hpsearch.backends import make_backend
-        from hpsearch.objective import resolve_recipe
+        from hpsearch.recipes import load_spec_data, resolve_recipe
         from hpsearch.space import distributions
         spec = self.spec
         spec.check_runnable()
         recipe = resolve_recipe(spec.net)
-        data = _load_data(spec, recipe)
+        data = load_spec_data(spec, recipe)
         dists = distributions(spec.space) if self.space is None else None
         if spec.execution.backend == "spark" and self.spark is None:
-            self._note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
+            self.note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
                                data=data, master=spec.execution.master, study_name=spec.name,
                                spark=self.spark, data_parallel=spec.execution.data_parallel)
         self.parallelism = backend.parallelism
+        self.retry_lost = getattr(backend, "retry_lost", True)
         for text in parallelism_notes(backend.parallelism, getattr(backend, "slots", None),
                                       spec.budget.trials, spec.sampler.name):
-            self._note(text)
+            self.note(text)
         return backend, dists
-
-    def _open_study(self) -> optuna.Study:
-        import optuna
-
-        from hpsearch.samplers import make_pruner, make_sampler
-        from hpsearch.storage import open_storage
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        spec = self.spec
-        storage = open_storage(spec.storage, create=True)
-        try:
-            study = optuna.load_study(study_name=spec.name, storage=storage)
-            if study.direction.name.lower() != spec.objective.direction:
-                raise StorageError(f"study '{spec.name}' in {spec.storage} is "
-                                   f"{study.direction.name.lower()}d, the spec says "
-                                   f"{spec.objective.direction}", "use another name or storage")
-            n = len(study.get_trials(deepcopy=False))
-        except KeyError:
-            n = 0
-        opts = dict(spec.sampler.options)
-        seed = opts.pop("seed", spec.seed) + n  # a resumed sweep does not replay the same draws
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sampler = make_sampler(spec.sampler.name, opts, seed, spec.space)
-            pruner = make_pruner(spec.pruner.name, dict(spec.pruner.options))
-        return optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
-                                   pruner=pruner, direction=spec.objective.direction,
-                                   load_if_exists=True)
-
-    def _lock(self, study: optuna.Study) -> None:
-        held = study.user_attrs.get(_LOCK)
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
-        if (isinstance(held, dict) and held != me and held.get("host") == me["host"]
-                and isinstance(held.get("pid"), int) and _pid_alive(held["pid"])):
-            raise StorageError(f"study '{self.spec.name}' is being run by process {held['pid']}",
-                               "wait for it to finish, or stop it first")
-        study.set_user_attr(_LOCK, me)
-
-    def _requeue_orphans(self, study: optuna.Study, dists: Any) -> int:
-        """Fail the trials a dead driver left RUNNING and queue their params again.
-
-        A trial killed while it was being asked (some params not yet drawn) never started:
-        it is failed, and nothing is queued for it.
-        """
-        from optuna.trial import TrialState
-        orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for t in orphans:
-            started = dists is None or set(dists) <= set(t.params)
-            reason = ("the driver stopped before this trial finished; its params were re-queued"
-                      if started else "the driver stopped while asking this trial; nothing re-queued")
-            trial_id = t._trial_id  # Optuna's own fail_stale_trials uses the same key
-            study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-            study._storage.set_trial_user_attr(trial_id, REQUEUED, True)
-            study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            if started:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    study.enqueue_trial(dict(t.params), skip_if_exists=False)
-        if orphans:
-            self._note(f"resumed: {len(orphans)} trial(s) left running by a stopped driver were "
-                       f"marked failed and their params re-queued")
-        return len(orphans)
-
-    def _note(self, text: str) -> None:
-        self.notes.append(text)
-        self.obs.note(text)
 
     # ---------------------------------------------------------------- the run
 
     def run(self, extend: int | None) -> SweepSummary:
+        from hpsearch.storage import driver_lock
         from hpsearch.tracking import check_reachable
         backend, dists = self._prepare()
         try:
             # a tracking server that does not answer fails the run before the study store exists
             check_reachable(self.spec.tracking.uri)
-            study = self._open_study()
-            self._lock(study)
-            try:
+            study = _open_study(self.spec)
+            with driver_lock(study):
                 return self._run_locked(study, backend, dists, extend)
-            finally:
-                study.set_user_attr(_LOCK, None)
         finally:
             backend.close()
 
     def _run_locked(self, study: optuna.Study, backend: Backend, dists: Any,
                     extend: int | None) -> SweepSummary:
-        requeued = self._requeue_orphans(study, dists)
-        s = self.s
-        s.counted = _counted(study.get_trials(deepcopy=False))
-        s.target = s.counted + extend if extend is not None else self.spec.budget.trials
-        if s.target is not None and s.counted >= s.target:
-            self._note(f"budget met: {s.counted} of {s.target} trials done; nothing to run "
-                       f"(use --extend N to add N trials)")
+        from hpsearch.storage import requeue_orphans
+        requeued = requeue_orphans(study, dists)
+        if requeued:
+            self.note(f"resumed: {requeued} trial(s) left running by a stopped driver were "
+                      f"marked failed and their params re-queued")
+        b = self.budget
+        b.counted = _counted(study.get_trials(deepcopy=False))
+        b.target = b.counted + extend if extend is not None else self.spec.budget.trials
+        if b.met():
+            self.note(f"budget met: {b.counted} of {b.target} trials done; nothing to run "
+                      f"(use --extend N to add N trials)")
             from hpsearch.tracking import resolve_uri
             return self._summary(study, resolve_uri(self.spec.tracking.uri), None, requeued, budget_met=True)
         timeout = self.spec.budget.timeout_s
-        s.deadline = None if timeout is None else time.monotonic() + timeout
-        best = _best(study)
-        if best is not None:
-            s.best_value, s.best_number = best.value, best.number
+        b.deadline = None if timeout is None else time.monotonic() + timeout
         return self._sweep(study, backend, dists, requeued)
 
     def _sweep(self, study: optuna.Study, backend: Backend, dists: Any, requeued: int) -> SweepSummary:
         from hpsearch.tracking import Tracker
         tracker = Tracker(self.spec, self.spec.tracking.uri)
-        tracker.start_sweep({"trials": self.s.target, "timeout_s": self.spec.budget.timeout_s})
+        tracker.start_sweep({"trials": self.budget.target, "timeout_s": self.spec.budget.timeout_s})
         fixed = tracker.reconcile(study.get_trials(deepcopy=False))
         if fixed:
-            self._note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
+            self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
+        trials = _Trials(self, study, dists, tracker)
         status = "FAILED"
         try:
-            with self._channel(study, backend) as channel:
-                if channel is not None:
-                    backend.check_channel(channel)   # before any trial: executors can report
-                self._loop(study, backend, dists, tracker, channel)
+            with self._channel(study, backend) as trials.channel:
+                if trials.channel is not None:
+                    backend.check_channel(trials.channel)   # before any trial: executors can report
+                self._loop(study, backend, trials)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
             backend.cancel()
             with _shielded():
-                self._abandon(study, tracker, "interrupted (Ctrl-C or SIGTERM)")
+                trials.abandon("interrupted (Ctrl-C or SIGTERM)")
             raise
         finally:
-            tracker.end_sweep(_best(study), self.s.counts, status, self.s.best_weights)
+            tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
         return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
 
     def _channel(self, study: optuna.Study, backend: Backend) -> Any:
@@ -420,179 +491,72 @@ class _Sweep:
         host = ex.report_host or backend.report_host
         return serve(study_decider(study), bind=ex.report_bind or host, advertise=host)
 
-    def _loop(self, study: optuna.Study, backend: Backend, dists: Any, tracker: Tracker,
-              channel: PruningChannel | None) -> None:
-        self.retry_lost = getattr(backend, "retry_lost", True)
+    def _loop(self, study: optuna.Study, backend: Backend, trials: _Trials) -> None:
         while True:
-            for result in backend.run(self._tasks(study, dists, channel, tracker)):
-                self._handle(study, tracker, result)
-            if not self.s.retries:
+            for result in backend.run(self._tasks(study, trials)):
+                trials.handle(result)
+            if not trials.retries:
                 return
 
-    def _tasks(self, study: optuna.Study, dists: Any, channel: PruningChannel | None,
-               tracker: Tracker) -> Iterator[TrialTask]:
+    def _tasks(self, study: optuna.Study, trials: _Trials) -> Iterator[TrialTask]:
         """Tasks, lazily: retries first, then new trials while the budget allows."""
-        s = self.s
+        b = self.budget
         while True:
-            if s.retries:
-                task = s.retries.popleft()
-                self.obs.started(task, self._progress())
+            if trials.retries:
+                task = trials.retries.popleft()
+                self.obs.started(task, trials.progress())
                 yield task
                 continue
-            if s.deadline is not None and time.monotonic() >= s.deadline:
-                if s.counted < (s.target or 0) or s.target is None:
-                    self._note_once("timeout reached: no new trials; waiting for the running ones")
+            if b.timed_out():
+                if not b.met():
+                    self.note("timeout reached: no new trials; waiting for the running ones", once=True)
                 return
-            if s.target is not None and s.counted + len(s.in_flight) >= s.target:
+            if b.full(len(trials.in_flight)):
                 return
             if getattr(study.sampler, "is_exhausted", lambda _s: False)(study):
-                self._note_once("grid sampler: every grid point has been tried")
+                self.note("grid sampler: every grid point has been tried", once=True)
                 return
-            task = self._ask(study, dists, channel, tracker)
+            task = trials.ask()
             if task is not None:
-                self.obs.started(task, self._progress())
+                self.obs.started(task, trials.progress())
                 yield task
-
-    def _note_once(self, text: str) -> None:
-        if text not in self.notes:
-            self._note(text)
-
-    def _ask(self, study: optuna.Study, dists: Any, channel: PruningChannel | None,
-             tracker: Tracker) -> TrialTask | None:
-        """A new trial and its task (None when a define-by-run space raised: a failed trial)."""
-        with _shielded():
-            return self._new_task(study, dists, channel, tracker)
-
-    def _new_task(self, study: optuna.Study, dists: Any, channel: PruningChannel | None,
-                  tracker: Tracker) -> TrialTask | None:
-        from hpsearch.space import suggest
-        spec = self.spec
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trial = study.ask(fixed_distributions=dists) if dists is not None else study.ask()
-        task = TrialTask(trial_id=trial._trial_id, number=trial.number, net=spec.net, params={},
-                         fixed=dict(spec.fixed), metric=spec.objective.metric,
-                         direction=spec.objective.direction, seed=spec.seed + trial.number,
-                         epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
-                         channel=channel)
-        self.s.in_flight[trial.number] = (trial, task)
-        try:
-            task = replace(task, params=suggest(trial, self.space))
-        except Exception as exc:  # noqa: BLE001 - a user's define-by-run space
-            import traceback
-            self._handle(study, tracker, TrialResult(
-                task.trial_id, task.number, FAILED, reason=f"search space function raised "
-                f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(), started=time.time()))
-            return None
-        self.s.in_flight[trial.number] = (trial, task)
-        return task
-
-    # ---------------------------------------------------------------- results
-
-    def _handle(self, study: optuna.Study, tracker: Tracker, result: TrialResult) -> None:
-        with _shielded():
-            self._record(study, tracker, result)
-
-    def _record(self, study: optuna.Study, tracker: Tracker, result: TrialResult) -> None:
-        s = self.s
-        trial, task = s.in_flight[result.number]
-        if (result.lost and self.retry_lost and task.attempt + 1 < MAX_ATTEMPTS
-                and result.reason != "cancelled"):
-            self._note(f"trial {task.number}: {result.reason}; retrying it")
-            retry = replace(task, attempt=task.attempt + 1)
-            s.in_flight[result.number] = (trial, retry)
-            s.retries.append(retry)
-            return
-        del s.in_flight[result.number]
-        if result.state == COMPLETE and result.value is None:
-            result = replace(result, state=FAILED, reason="the net ran no epoch")
-        run_id = tracker.start_trial(result.number, task.params, result.started)
-        self._tell(study, trial, result, run_id)
-        weights = self._maybe_best(result)
-        tracker.finish_trial(run_id, task.train_params(), result, weights)
-        s.counted += 1
-        s.counts[result.state] += 1
-        s.seconds.append(result.seconds)
-        self.obs.finished(result, self._progress())
-
-    def _tell(self, study: optuna.Study, trial: Any, result: TrialResult, run_id: str) -> None:
-        from optuna.trial import TrialState
-        attrs = {"mlflow_run_id": run_id, "epochs": result.epochs, "seconds": round(result.seconds, 3),
-                 "worker": result.worker}
-        if result.reason and result.state == FAILED:
-            attrs["fail_reason"] = result.reason[:2000]
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                if result.state == COMPLETE:
-                    study.tell(trial, result.value)
-                elif result.state == PRUNED:
-                    study.tell(trial, state=TrialState.PRUNED)
-                else:
-                    study.tell(trial, state=TrialState.FAIL)
-            except RuntimeError as exc:
-                # GridSampler.after_trial calls study.stop() when the grid is done, which Optuna
-                # only allows inside optimize(); the state is stored before that (in a finally).
-                if "Study.stop" not in str(exc):
-                    raise
-
-    def _maybe_best(self, result: TrialResult) -> bytes | None:
-        """The weights to log when this result is the best so far (this sweep or earlier)."""
-        s = self.s
-        if result.state != COMPLETE or result.value is None:
-            return None
-        better = s.best_value is None or (result.value < s.best_value
-                                          if self.spec.objective.direction == "minimize"
-                                          else result.value > s.best_value)
-        if not better:
-            return None
-        s.best_value, s.best_number = result.value, result.number
-        if not self.spec.tracking.log_weights or result.weights is None:
-            return None
-        s.best_weights = result.weights
-        return result.weights
-
-    def _abandon(self, study: optuna.Study, tracker: Tracker, reason: str) -> None:
-        """Fail (and re-queue) the trials still running when the sweep is stopped."""
-        for number, (trial, task) in list(self.s.in_flight.items()):
-            result = TrialResult(task.trial_id, number, FAILED, reason=f"{reason}; params re-queued",
-                                 started=time.time())
-            trial.set_user_attr(REQUEUED, True)
-            run_id = tracker.start_trial(number, task.params)
-            self._tell(study, trial, result, run_id)
-            tracker.finish_trial(run_id, task.train_params(), result)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                study.enqueue_trial(dict(task.params), skip_if_exists=False)
-        self.s.in_flight.clear()
 
     # ---------------------------------------------------------------- reporting
 
-    def _progress(self) -> Progress:
-        s = self.s
-        elapsed = time.monotonic() - s.started
-        eta = None
-        if s.target is not None and s.seconds:
-            left = max(0, s.target - s.counted)
-            mean = sum(s.seconds) / len(s.seconds)
-            eta = left * mean / max(1, self.parallelism)
-        if s.deadline is not None:
-            to_deadline = max(0.0, s.deadline - time.monotonic())
-            eta = to_deadline if eta is None else min(eta, to_deadline)
-        return Progress(done=s.counted, target=s.target, running=len(s.in_flight),
-                        complete=s.counts[COMPLETE], pruned=s.counts[PRUNED], failed=s.counts[FAILED],
-                        best_value=s.best_value, best_number=s.best_number, elapsed_s=elapsed,
-                        eta_s=eta, metric=self.spec.objective.metric)
-
     def _summary(self, study: optuna.Study, uri: str | None, parent: str | None, requeued: int,
                  budget_met: bool) -> SweepSummary:
-        best = _best(study)
+        best, b = _best(study), self.budget
         return SweepSummary(
             study=self.spec.name, storage=self.spec.storage, tracking_uri=uri, parent_run_id=parent,
-            added=sum(self.s.counts.values()), counts=dict(self.s.counts), budget_met=budget_met,
+            added=sum(b.counts.values()), counts=dict(b.counts), budget_met=budget_met,
             best=TrialSummary.of(best) if best else None, top=_top(study),
-            seconds=time.monotonic() - self.s.started, requeued=requeued,
+            seconds=time.monotonic() - b.started, requeued=requeued,
             metric=self.spec.objective.metric, direction=self.spec.objective.direction,
             notes=tuple(self.notes))
+
+
+def _open_study(spec: StudySpec) -> optuna.Study:
+    """Open the study (or create it), its sampler seeded past the trials it already has."""
+    import optuna
+
+    from hpsearch.samplers import make_pruner, make_sampler
+    from hpsearch.storage import open_storage
+    storage = open_storage(spec.storage, create=True)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+        if study.direction.name.lower() != spec.objective.direction:
+            raise StorageError(f"study '{spec.name}' in {spec.storage} is "
+                               f"{study.direction.name.lower()}d, the spec says "
+                               f"{spec.objective.direction}", "use another name or storage")
+        n = len(study.get_trials(deepcopy=False))
+    except KeyError:
+        n = 0
+    opts = dict(spec.sampler.options)
+    seed = opts.pop("seed", spec.seed) + n  # a resumed sweep does not replay the same draws
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sampler = make_sampler(spec.sampler.name, opts, seed, spec.space)
+        pruner = make_pruner(spec.pruner.name, dict(spec.pruner.options))
+    return optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
+                               pruner=pruner, direction=spec.objective.direction,
+                               load_if_exists=True)

@@ -11,10 +11,11 @@ killed driver left behind (runs still RUNNING, finished trials without a run).
 """
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +35,14 @@ TAG_STATE = "hpsearch.state"
 TAG_REASON = "hpsearch.fail_reason"
 
 
-def quiet_mlflow() -> None:
-    """Silence MLflow's and Alembic's INFO logs (database creation and migrations)."""
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's and Alembic's INFO logs (database creation and migrations) silenced for the block."""
     import mlflow  # noqa: F401 - mlflow sets its logger's level on import; override it after
-    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+
+    from hpsearch.scoped import quiet
+    with quiet("mlflow", "alembic"):
+        yield
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -71,18 +75,29 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def _tune_store(client: Any) -> None:
+    """WAL for a SQLite MLflow store, as for the study's (:func:`hpsearch.storage.tune_sqlite`).
+    MLflow keeps the engine on the client's store, which has no public accessor: without it
+    nothing is tuned."""
+    from hpsearch.storage import tune_sqlite
+    engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+    if engine is not None:
+        tune_sqlite(engine)
+
+
 class Tracker:
     """The driver's MLflow writer for one sweep of one study."""
 
     def __init__(self, spec: StudySpec, uri: str | None) -> None:
-        quiet_mlflow()
         from mlflow import MlflowClient
         self.spec = spec
         self.uri = resolve_uri(uri)
         self.parent_id: str | None = None
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
-            self.experiment_id = self._experiment(spec.tracking.experiment or spec.name)
+            with quiet_mlflow():
+                self.client = MlflowClient(tracking_uri=self.uri)
+                _tune_store(self.client)
+                self.experiment_id = self._experiment(spec.tracking.experiment or spec.name)
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a bad store
             text = " ".join(str(exc).split())[:300]
             raise HpsearchError(f"cannot open the MLflow tracking store {self.uri}: {text}",

@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from hpsearch.backends._base import Backend
+from hpsearch.backends._parallelism import parallelism_notes
 from hpsearch.errors import BackendError
 
 BACKENDS: dict[str, str] = {
@@ -48,4 +49,4 @@ def make_backend(name: str, *, parallelism: int | None, data: Any = None, master
                    **options)
 
 
-__all__ = ["BACKENDS", "Backend", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "make_backend", "parallelism_notes"]

@@ -13,48 +13,15 @@ import os
 import pickle
 import signal
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hpsearch.backends._base import Backend
+from hpsearch.backends.common import ONE_THREAD_ENV, limit_threads
 from hpsearch.records import FAILED, TrialResult, TrialTask
+from hpsearch.scoped import environ
 
-ONE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                   "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                                   "NUMEXPR_NUM_THREADS")}
 _POLL_S = 0.5
-
-
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block (a spawned child inherits them)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def limit_threads() -> None:
-    """One thread for every pool already loaded in this process (env covers those loaded later)."""
-    os.environ.update(ONE_THREAD_ENV)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        pass
-    import sys
-    if "numba" in sys.modules:
-        try:
-            sys.modules["numba"].set_num_threads(1)
-        except (ValueError, AttributeError):
-            pass
 
 
 def _worker_main(conn: Connection, blob: bytes | None) -> None:
@@ -80,7 +47,7 @@ class _Worker:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, blob), daemon=True,
                                    name="hpsearch-worker")
-        with _environ(ONE_THREAD_ENV):
+        with environ(ONE_THREAD_ENV):
             self.process.start()
         child.close()
         self.task: TrialTask | None = None

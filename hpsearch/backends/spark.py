@@ -42,12 +42,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hpsearch.backends._base import Backend
+from hpsearch.backends.common import ONE_THREAD_ENV, job_error, limit_threads
 from hpsearch.errors import BackendError
 from hpsearch.records import FAILED, PruningChannel, TrialResult, TrialTask
 
 log = logging.getLogger("hpsearch.spark")
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = tuple(ONE_THREAD_ENV)
 RESULT_SCHEMA = "result binary"
 
 
@@ -226,24 +227,8 @@ class _JobTags:
 
 # --------------------------------------------------------------------------- executor side
 
-_THREADS_LIMITED = False
 _WORKER_DATA: OrderedDict[str, Any] = OrderedDict()
 _MAX_DATA_SETS = 2
-
-
-def limit_threads() -> None:
-    """One BLAS/numba thread per task (once per Python worker: threadpoolctl scans libraries)."""
-    global _THREADS_LIMITED
-    if _THREADS_LIMITED:
-        return
-    for var in THREAD_VARS:
-        os.environ[var] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        pass
-    _THREADS_LIMITED = True
 
 
 def worker_data(name: str | None) -> Any:
@@ -288,16 +273,6 @@ def _probe(channel: PruningChannel, batches: Iterable[Any]) -> Iterator[Any]:
 
 
 # --------------------------------------------------------------------------- driver side
-
-def job_error(exc: BaseException) -> str:
-    """One line for a failed Spark job: the Python worker's own words when Spark relays them."""
-    text = " ".join(str(exc).split())
-    for phrase in ("Python worker exited unexpectedly (crashed)", "Lost executor", "cancelled",
-                   "canceled"):
-        if phrase.lower() in text.lower():
-            return "cancelled" if phrase == "canceled" else phrase
-    return text[:200]
-
 
 _SHIPPED_DIR: list[str] = []
 

@@ -67,12 +67,12 @@ import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from hpsearch.backends.spark import SparkBackend, job_error, limit_threads, log, result_batch, worker_data
+from hpsearch.backends.common import job_error, limit_threads
+from hpsearch.backends.spark import SparkBackend, log, result_batch, worker_data
 from hpsearch.errors import BackendError
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
@@ -344,7 +344,8 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
     from nets.optim import make_optimizer
     from nets.recipes import build_model, check_data_params, data_info, resolve_params
 
-    from hpsearch.objective import _plain_metrics, _weights, data_settings, load_data, resolve_recipe
+    from hpsearch.objective import model_bytes, plain_metrics
+    from hpsearch.recipes import data_settings, load_data, resolve_recipe
 
     recipe = resolve_recipe(task.net)
     searched_data_keys = set(task.params) & set(getattr(recipe, "data_keys", ()) or ())
@@ -369,14 +370,14 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
                         cfg, on_epoch_end, sync.reduce_grads, sync.on_batch)
     if hub.rank:
         return {}
-    history = tuple(_plain_metrics(h) for h in seen)
+    history = tuple(plain_metrics(h) for h in seen)
     value = float(history[-1][task.metric]) if history else None
     out = {"value": value, "history": history, "first_batch_at": sync.first_at}
     if hist.stopped:
         return {**out, "state": PRUNED, "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:
         model.arch.setdefault("builder", task.net)
-    return {**out, "state": COMPLETE, "weights": _weights(model)}
+    return {**out, "state": COMPLETE, "weights": model_bytes(model)}
 
 
 def _epoch_end(task: TrialTask, report: Callable[[int, float], bool], hub: Hub,
@@ -404,7 +405,7 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
 
     ``report`` (rank 0): ``report(epoch, value) -> prune?``; by default the task's pruning channel.
     """
-    from hpsearch.objective import _never_prune, _reason
+    from hpsearch.objective import failure_reason, never_prune
     from hpsearch.pruning import Reporter
 
     started, t0 = time.time(), time.perf_counter()
@@ -418,10 +419,10 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
     try:
         if report is None:
             report = (Reporter(task.channel, task.trial_id) if task.channel and not hub.rank
-                      else _never_prune)
+                      else never_prune)
     except Exception as exc:  # noqa: BLE001 - as objective.execute: the channel is unreachable
         hub.abort("rank 0 lost its pruning channel")
-        return done(state=FAILED, reason=f"pruning channel unreachable: {_reason(exc)}",
+        return done(state=FAILED, reason=f"pruning channel unreachable: {failure_reason(exc)}",
                     traceback=traceback.format_exc(), lost=True)
     try:
         out = _train_rank(task, report, data, hub, every, seen)
@@ -432,7 +433,7 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
         if isinstance(exc, PeerFailed):          # another rank's failure: "rank r: reason"
             reason, tb = str(exc), exc.tb
         else:                                     # rank 0 prefixes a peer's reason with its rank
-            reason, tb = _reason(exc), traceback.format_exc()
+            reason, tb = failure_reason(exc), traceback.format_exc()
         hub.abort(reason, tb)
         return None if hub.rank else done(state=FAILED, reason=reason, traceback=tb,
                                           **_partial(seen, task.metric))
@@ -445,9 +446,9 @@ def run_rank(task: TrialTask, data: Any, hub: Hub, every: int,
 
 def _partial(seen: list[dict[str, float]], metric: str) -> dict[str, Any]:
     """The history (and last value) of a trial that failed after some epochs."""
-    from hpsearch.objective import _plain_metrics
+    from hpsearch.objective import plain_metrics
 
-    history = tuple(_plain_metrics(h) for h in seen)
+    history = tuple(plain_metrics(h) for h in seen)
     value = history[-1].get(metric) if history else None
     return {"history": history, "value": value}
 

@@ -55,7 +55,12 @@ def test_define_by_run_space_with_a_custom_net(tmp_path: Path, monkeypatch) -> N
                       budget={"trials": 3}, data={"limit": 200}, fixed={"epochs": 1})
     del data["search_space"]         # the function is the space
     spec = hpsearch.spec_from_dict(data, name="custom", base_dir=tmp_path, define_by_run=True)
+    import logging
+
+    import mlflow  # noqa: F401 - it sets its logger's level on import
+    levels = {name: logging.getLogger(name).level for name in ("optuna", "mlflow", "alembic")}
     summary = hpsearch.run_study(spec, space=_space)
+    assert {name: logging.getLogger(name).level for name in levels} == levels   # quiet only during it
     assert summary.added == 3 and summary.counts["complete"] >= 1
     trials = hpsearch.trial_summaries(spec)
     assert [set(t.params) for t in trials] == [{"lr", "batch_size"}] * 3

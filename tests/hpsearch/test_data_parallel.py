@@ -60,7 +60,7 @@ killable = nets.Recipe(name="killable", build=_build_killable, loss="nll", load_
 
 @pytest.fixture(scope="module")
 def data():
-    from hpsearch.objective import load_data, resolve_recipe
+    from hpsearch.recipes import load_data, resolve_recipe
     return load_data(resolve_recipe("lenet"), None, 490)
 
 
@@ -317,7 +317,7 @@ class TestBarrierBackend(BackendContract):
     @pytest.fixture
     def backend(self, spark):
         from hpsearch.backends.spark_barrier import BarrierBackend
-        from hpsearch.objective import load_data, resolve_recipe
+        from hpsearch.recipes import load_data, resolve_recipe
         small = load_data(resolve_recipe("lenet"), None, 200)
         return lambda parallelism, retries=2: BarrierBackend(
             parallelism=parallelism, data=small, spark=spark, study_name="contract", retries=retries,

@@ -6,7 +6,8 @@ import tempfile
 
 import pytest
 
-from hpsearch.objective import load_data, resolve_recipe, run_trial
+from hpsearch.objective import run_trial
+from hpsearch.recipes import load_data, resolve_recipe
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialTask
 
 
@@ -55,6 +56,16 @@ def test_data_is_cached_and_subsampled() -> None:
     a = load_data(recipe, None, 200)
     assert a is load_data(recipe, None, 200)
     assert len(a.train) == 200 and len(a.val) == 100
+
+
+def test_the_data_cache_keeps_the_latest_data_sets_only() -> None:
+    from hpsearch import recipes
+    recipe = resolve_recipe("lenet")
+    first = load_data(recipe, None, 120)
+    for limit in range(121, 121 + recipes.DATA_CACHE_SIZE):
+        load_data(recipe, None, limit)
+    assert len(recipes._DATA_CACHE) <= recipes.DATA_CACHE_SIZE
+    assert load_data(recipe, None, 120) is not first     # evicted, read again
 
 
 def test_custom_recipe_by_factory() -> None:

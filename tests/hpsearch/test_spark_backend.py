@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 @pytest.fixture(scope="module")
 def data():
-    from hpsearch.objective import load_data, resolve_recipe
+    from hpsearch.recipes import load_data, resolve_recipe
     return load_data(resolve_recipe("lenet"), None, 200)
 
 
