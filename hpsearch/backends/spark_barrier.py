@@ -290,12 +290,6 @@ def _loss_terms(yb: Any, n: int) -> int:
     return n
 
 
-def _optimizer_state(opt: Any, n: int) -> list[np.ndarray]:
-    """The optimizer's arrays shaped like the parameters (momentum, accumulators, moments)."""
-    return [v for _, v in sorted(vars(opt).items())
-            if isinstance(v, np.ndarray) and v.shape == (n,)]
-
-
 class _Sync:
     """The two fit() hooks that keep the ranks together."""
 
@@ -324,7 +318,7 @@ class _Sync:
 
     def _average_params(self) -> None:
         params = self.model.params
-        parts = [params] + _optimizer_state(self.opt, params.size)
+        parts = [params, *self.opt.state().values()]     # momentum, accumulators, moments
         packed = np.concatenate(parts)
         self.hub.average(packed, self.window)
         offset = 0

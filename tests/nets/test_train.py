@@ -104,6 +104,25 @@ def test_adagrad_and_adam_match_formulas():
     assert isinstance(make_optimizer("adam", 0.1), Adam)
 
 
+@pytest.mark.parametrize("name, names", [("sgd", ["buf"]), ("adagrad", ["acc"]), ("adam", ["m", "v"])])
+def test_optimizer_state_is_its_own_arrays(name, names):
+    """state(): the per-parameter arrays by name, in a fixed order; writing into them changes the next step."""
+    g = np.random.default_rng(2).standard_normal(30)
+    opt = make_optimizer(name, 0.1, momentum=0.5 if name == "sgd" else 0.0)
+    assert opt.state() == {}
+    p = np.zeros(30)
+    opt.step(p, g)
+    state = opt.state()
+    assert list(state) == names and all(a.shape == p.shape for a in state.values())
+    twin = make_optimizer(name, 0.1, momentum=0.5 if name == "sgd" else 0.0)
+    q = np.zeros(30)
+    twin.step(q, g)
+    for a in twin.state().values():
+        a *= 3.0                                  # a different state: the next steps differ
+    opt.step(p, g), twin.step(q, g)
+    assert not np.allclose(p, q)
+
+
 def _run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "nets", *args], capture_output=True, text=True, cwd=cwd)
 
