@@ -7,7 +7,7 @@ from nets.errors import ConfigError, DataError, DivergedError, NetsError
 from nets.io import load, save
 from nets.model import Model
 from nets.recipes import RECIPES, Recipe, TrainResult, build_model, get_recipe, train
-from nets.train import History, TrainConfig, fit
+from nets.training import History, TrainConfig, fit
 
 __all__ = [
     "RECIPES", "Recipe", "TrainResult", "train", "build_model", "get_recipe",

@@ -15,7 +15,7 @@ from nets.errors import ConfigError
 from nets.losses import LOSSES
 from nets.model import Model
 from nets.optim import make_optimizer
-from nets.train import History, TrainConfig, fit
+from nets.training import History, TrainConfig, fit
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_decay")
 

@@ -11,7 +11,7 @@ How it runs
   that, every exchange goes over these sockets, rank 0 being the hub: each rank sends its flat float32
   buffer (numpy bytes), rank 0 adds them up in float64, weighted by each rank's share of the samples,
   and sends the mean back. Spark is not involved again until the job ends.
-- Every rank builds the same model from the trial's seed and runs ``nets.train.fit`` with the
+- Every rank builds the same model from the trial's seed and runs ``nets.fit`` with the
   *global* batch size and the same seed, so all ranks draw the same permutation and the same global
   batches; each keeps its contiguous part of every global batch (:class:`_Shard`). With
   ``sync_every = 1`` the ranks average their GRADIENTS (the ``reduce_grads`` hook, before the

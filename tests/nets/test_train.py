@@ -142,3 +142,8 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_train_is_the_function_and_the_loop_module_is_nets_training():
+    import nets.training
+    assert nets.train is nets.recipes.train and nets.training.fit is nets.fit
