@@ -333,33 +333,18 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
     """Train this rank's share of ``task``; on rank 0, what objective._train returns (and each
     epoch's metrics appended to ``seen`` as they come)."""
     import nets
-    from nets.losses import LOSSES
-    from nets.optim import make_optimizer
-    from nets.recipes import build_model, check_data_params, data_info, resolve_params
 
-    from hpsearch.objective import _plain_metrics, _weights, data_settings, load_data, resolve_recipe
+    from hpsearch.objective import _plain_metrics, _weights, prepare_run
 
-    recipe = resolve_recipe(task.net)
-    searched_data_keys = set(task.params) & set(getattr(recipe, "data_keys", ()) or ())
-    if data is None or isinstance(data, str) or searched_data_keys:
-        path = data if isinstance(data, str) else task.data_path
-        data = load_data(recipe, path, task.data_limit, data_settings(recipe, task.train_params()))
-    p = resolve_params(recipe, task.train_params())
-    info = data_info(data)
-    check_data_params(recipe, task.train_params(), info)
-    model = build_model(recipe, p, task.seed, info=info)
-    opt = make_optimizer(p["optimizer"], p["lr"], momentum=p["momentum"], lr_decay=p["lr_decay"],
-                         weight_decay=p["weight_decay"])
-    cfg = nets.TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], seed=task.seed)
-    shard = _Shard(data.train, hub.rank, hub.world)
-    sync = _Sync(hub, model, opt, shard, every)
+    run = prepare_run(task, data)
+    shard = _Shard(run.data.train, hub.rank, hub.world)
+    sync = _Sync(hub, run.model, run.opt, shard, every)
     on_epoch_end = _epoch_end(task, report, hub, seen) if hub.rank == 0 else _follow(hub)
     if hub.world == 1:   # one rank: plain training, bit for bit
-        hist = nets.fit(model, LOSSES[recipe.loss](), opt, data.train, data.val, cfg, on_epoch_end,
-                        None, sync.on_batch)
+        hist = run.fit(on_epoch_end, None, sync.on_batch)
     else:
-        hist = nets.fit(model, LOSSES[recipe.loss](), opt, shard, data.val if hub.rank == 0 else None,
-                        cfg, on_epoch_end, sync.reduce_grads, sync.on_batch)
+        hist = nets.fit(run.model, run.loss, run.opt, shard, run.data.val if hub.rank == 0 else None,
+                        run.config, on_epoch_end, sync.reduce_grads, sync.on_batch)
     if hub.rank:
         return {}
     history = tuple(_plain_metrics(h) for h in seen)
@@ -368,8 +353,8 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
     if hist.stopped:
         return {**out, "state": PRUNED, "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:
-        model.arch.setdefault("builder", task.net)
-    return {**out, "state": COMPLETE, "weights": _weights(model)}
+        run.model.arch.setdefault("builder", task.net)
+    return {**out, "state": COMPLETE, "weights": _weights(run.model)}
 
 
 def _epoch_end(task: TrialTask, report: Callable[[int, float], bool], hub: Hub,
