@@ -373,18 +373,3 @@ class Flatten(Layer):
     def backward(self, dy):
         return dy.reshape((dy.shape[0],) + self.in_shape)
 
-
-class Reshape(Layer):
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.shape = tuple(shape)
-
-    def build(self, in_shape):
-        self.in_shape = in_shape
-        return self.shape
-
-    def forward(self, x):
-        return x.reshape((x.shape[0],) + self.shape)
-
-    def backward(self, dy):
-        return dy.reshape((dy.shape[0],) + self.in_shape)
