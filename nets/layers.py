@@ -7,7 +7,8 @@ Lifecycle of a layer inside a `Model`:
    views into them (`layer.p[name]`, `layer.g[name]`).
 3. `forward(x)` keeps what `backward` needs; `backward(dy)` writes (overwrites) the gradients of
    its parameters and returns dx (or None when `need_dx` is False: the first layer).
-Buffers are allocated once per batch shape and reused, so a training step allocates nothing.
+Buffers are allocated once per batch shape and reused, so a training step allocates nothing; a layer
+keeps at most MAX_BUFFERS of them (the oldest goes first), so ever-new batch shapes do not grow it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ from nets.kernels import conv_direct as kd
 from nets.kernels import pool as kp
 
 ACTS = {None: ka.ACT_NONE, "tanh": ka.ACT_TANH, "relu": ka.ACT_RELU, "sigmoid": ka.ACT_SIGMOID}
+MAX_BUFFERS = 64     # per layer (or loss): training and evaluation, full and last batches, use < 30
+
+
+def make_room(cache: dict) -> None:
+    """Drop the oldest entries of a buffer cache until one more fits under MAX_BUFFERS."""
+    while len(cache) >= MAX_BUFFERS:
+        del cache[next(iter(cache))]
 
 
 class Layer:
@@ -50,6 +58,7 @@ class Layer:
         k = (key, shape)
         b = self._bufs.get(k)
         if b is None:
+            make_room(self._bufs)
             b = self._bufs[k] = np.empty(shape, dtype or self.dtype)
         return b
 

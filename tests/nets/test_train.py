@@ -147,3 +147,18 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path):
 def test_train_is_the_function_and_the_loop_module_is_nets_training():
     import nets.training
     assert nets.train is nets.recipes.train and nets.training.fit is nets.fit
+
+
+def test_buffer_caches_stay_bounded_when_batch_shapes_keep_changing():
+    from nets.layers import MAX_BUFFERS, Linear
+    from nets.losses import MSELoss
+    from nets.model import Model
+    model, loss = Model([Linear(3, act="tanh")], (4,), dtype=np.float64), MSELoss()
+    rng = np.random.default_rng(0)
+    for n in range(1, 3 * MAX_BUFFERS):
+        x = rng.standard_normal((n, 4))
+        y = model.forward(x)
+        np.testing.assert_allclose(y, np.tanh(x @ model.layers[0].p["w"] + model.layers[0].p["b"]))
+        loss.forward(y, np.zeros_like(y))
+        model.backward(loss.backward())
+    assert len(model.layers[0]._bufs) <= MAX_BUFFERS and len(loss._bufs) <= MAX_BUFFERS
