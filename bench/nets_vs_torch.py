@@ -397,7 +397,7 @@ def torch_quality(name: str, settings: dict, seed: int) -> dict:
     model = wiring.build(p)
     crit = wiring.criterion()
     opt = torch_optimizer(p, model)
-    rng = np.random.default_rng(seed)            # the same order as nets.train.fit
+    rng = np.random.default_rng(seed)            # the same order as nets.training.fit
     n, bs = len(X), p["batch_size"]
     t0 = time.perf_counter()
     model.train()

@@ -26,7 +26,7 @@ What it measures
   After a warm-up (which also compiles or loads nets' numba kernels) each framework runs REPEATS timed
   repeats of at least MIN_TIME seconds, alternating which goes first; the figure is the median.
 * Quality: each net trained both ways with the recipe's settings on the same data and the same
-  per-epoch batch order (nets.train.fit's: `rng = np.random.default_rng(seed)`, one permutation per
+  per-epoch batch order (nets.training.fit's: `rng = np.random.default_rng(seed)`, one permutation per
   epoch, last partial batch kept), over several seeds; each framework initialises its own weights with
   the same laws ("own" initial weights), and, in a second run, torch starts from the very weights nets
   starts from ("shared": copied layer by layer), which takes initialisation noise out of the comparison.
@@ -263,7 +263,7 @@ def torch_quality(name: str, p: dict, data, seed: int, shared_init: bool) -> dic
     model, loss_fn, opt = torch_setup(name, p, data_info(data))
     if shared_init:              # the very weights nets.train starts from (same recipe, params, seed)
         copy_weights(name, build_model(get_recipe(name), p, seed=seed, info=data_info(data)), model)
-    rng = np.random.default_rng(seed)                      # the order of nets.train.fit
+    rng = np.random.default_rng(seed)                      # the order of nets.training.fit
     n, bs = len(data.train), p["batch_size"]
     t0 = time.perf_counter()
     for _ in range(p["epochs"]):

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hpsearch.recipes import data_settings, load_data, resolve_recipe
+from hpsearch.recipes import load_data, resolve_recipe
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
 Report = Callable[[int, float], bool]
@@ -74,13 +74,21 @@ def objective_value(task: TrialTask, epoch: int, metrics: dict[str, float]) -> f
     return value
 
 
-def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
+def prepare_run(task: TrialTask, data: Any = None) -> Any:
+    """``task``'s training run, set up by ``nets.prepare`` (a ``nets.Run``: model, loss, optimizer,
+    settings, data). ``data`` is what this worker holds: loaded data (read with the default data
+    settings), a path, or None (the task's ``data_path``). A trial that searches data settings reads
+    its own, through this process's cache."""
     import nets
     recipe = resolve_recipe(task.net)
-    searched_data_keys = set(task.params) & set(getattr(recipe, "data_keys", ()) or ())
-    if data is None or isinstance(data, str) or searched_data_keys:
-        path = data if isinstance(data, str) else task.data_path
-        data = load_data(recipe, path, task.data_limit, data_settings(recipe, task.train_params()))
+    if data is None or set(task.params) & set(getattr(recipe, "data_keys", ()) or ()):
+        data = data if isinstance(data, str) else task.data_path
+    return nets.prepare(recipe, task.train_params(), data, seed=task.seed,
+                        load=lambda path, settings: load_data(recipe, path, task.data_limit, settings))
+
+
+def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
+    run = prepare_run(task, data)
     seen: list[dict[str, float]] = []
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
@@ -94,22 +102,21 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
             first.append(time.time())
 
     try:
-        res = nets.train(recipe, task.train_params(), data, seed=task.seed, on_epoch_end=on_epoch_end,
-                         on_batch=on_batch)
+        hist = run.fit(on_epoch_end, on_batch=on_batch)
     except Exception as exc:
         exc._hpsearch_history = tuple(seen)  # type: ignore[attr-defined]
         if seen and task.metric in seen[-1]:
             exc._hpsearch_value = float(seen[-1][task.metric])  # type: ignore[attr-defined]
         raise
-    history = tuple(plain_metrics(h) for h in (res.history or seen))
+    history = tuple(plain_metrics(h) for h in (hist.epochs or seen))
     value = float(history[-1][task.metric]) if history else None
     at = first[0] if first else None
-    if res.stopped:
+    if hist.stopped:
         return {"state": PRUNED, "value": value, "history": history, "first_batch_at": at,
                 "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:          # a user's net: record where nets.load finds its recipe again
-        res.model.arch.setdefault("builder", task.net)
-    return {"state": COMPLETE, "value": value, "history": history, "weights": model_bytes(res.model),
+        run.model.arch.setdefault("builder", task.net)
+    return {"state": COMPLETE, "value": value, "history": history, "weights": model_bytes(run.model),
             "first_batch_at": at}
 
 

@@ -6,11 +6,11 @@ from nets.data.splits import Data, Split
 from nets.errors import ConfigError, DataError, DivergedError, NetsError
 from nets.io import load, save
 from nets.model import Model
-from nets.recipes import RECIPES, Recipe, TrainResult, build_model, get_recipe, train
-from nets.train import History, TrainConfig, fit
+from nets.recipes import RECIPES, Recipe, Run, TrainResult, build_model, get_recipe, prepare, train
+from nets.training import History, TrainConfig, fit
 
 __all__ = [
-    "RECIPES", "Recipe", "TrainResult", "train", "build_model", "get_recipe",
+    "RECIPES", "Recipe", "Run", "TrainResult", "train", "prepare", "build_model", "get_recipe",
     "Model", "fit", "TrainConfig", "History", "Data", "Split",
     "save", "load", "NetsError", "DataError", "ConfigError", "DivergedError",
 ]

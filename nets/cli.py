@@ -105,10 +105,8 @@ def cmd_train(args) -> int:
     import nets
 
     limit_blas_threads(1)
-    recipe = nets.get_recipe(args.net)
-    params = nets.recipes.resolve_params(recipe, _params(args))
-    data = nets.recipes.load_data(recipe, args.data, params)
-    summary = data_summary(data)
+    run = nets.prepare(args.net, _params(args), args.data, seed=args.seed)
+    summary = data_summary(run.data)
     if summary and not args.json:
         print("data: " + ", ".join(f"{k} {v}" for k, v in summary.items()), flush=True)
 
@@ -117,20 +115,19 @@ def cmd_train(args) -> int:
             print(format_epoch(metrics), flush=True)
         return False
 
-    res = nets.train(recipe, _params(args), data, seed=args.seed, on_epoch_end=on_epoch_end,
-                     on_batch=Progress(sys.stderr.isatty() and not args.json))
+    hist = run.fit(on_epoch_end, on_batch=Progress(sys.stderr.isatty() and not args.json))
     if args.save:
-        path = nets.save(res.model, args.save)
-        if getattr(res.model, "vocab", None):            # the dictionary, beside the model, for people
-            Path(path).with_name(Path(path).stem + ".vocab.txt").write_text("\n".join(res.model.vocab) + "\n")
+        path = nets.save(run.model, args.save)
+        if getattr(run.model, "vocab", None):            # the dictionary, beside the model, for people
+            Path(path).with_name(Path(path).stem + ".vocab.txt").write_text("\n".join(run.model.vocab) + "\n")
     if args.json:
         total = time.perf_counter() - T_START
         print(json.dumps({
-            "net": recipe.name, "params": nets.recipes.resolve_params(recipe, _params(args)),
-            "seed": args.seed, "data": data.source, **({"data_summary": summary} if summary else {}),
-            "epochs": res.history,
-            "samples_per_s": [e["samples_per_s"] for e in res.history],
-            "first_batch_s": first_batch_since_start(res), "train_seconds": res.seconds, "total_seconds": total,
+            "net": run.recipe.name, "params": run.params,
+            "seed": args.seed, "data": run.data.source, **({"data_summary": summary} if summary else {}),
+            "epochs": hist.epochs,
+            "samples_per_s": [e["samples_per_s"] for e in hist.epochs],
+            "first_batch_s": first_batch_since_start(hist), "train_seconds": hist.seconds, "total_seconds": total,
         }))
     return 0
 
@@ -154,9 +151,9 @@ def data_summary(data) -> dict:
     return out
 
 
-def first_batch_since_start(res) -> float:
+def first_batch_since_start(hist) -> float:
     """Seconds from process start (as near as Python sees it) to the end of the first batch."""
-    return (time.perf_counter() - T_START) - (res.seconds - res.first_batch_s)
+    return (time.perf_counter() - T_START) - (hist.seconds - hist.first_batch_s)
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from nets.kernels import losses as kl
+from nets.layers import make_room
 
 
 class Loss:
@@ -14,6 +15,7 @@ class Loss:
         k = (key, like.shape, like.dtype.str)
         b = self._bufs.get(k)
         if b is None:
+            make_room(self._bufs)
             b = self._bufs[k] = np.empty_like(like)
         return b
 

@@ -2,6 +2,7 @@
 
 The base class owns `step`: it computes the current rate clr = lr / (1 + t * lr_decay), where t is the
 number of steps taken so far, and calls `_update(params, grads, clr)`, the one method a subclass writes.
+The arrays an optimizer keeps per parameter (momentum, accumulators, moments) are `state()`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Optimizer:
             raise ConfigError(f"weight_decay must be >= 0; got {weight_decay!r}")
         self.lr, self.lr_decay, self.weight_decay = float(lr), float(lr_decay), float(weight_decay)
         self.t = 0
+        self._arrays: dict[str, np.ndarray] = {}
 
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
         clr = self.lr / (1.0 + self.t * self.lr_decay)
@@ -30,11 +32,16 @@ class Optimizer:
     def _update(self, params: np.ndarray, grads: np.ndarray, clr: float) -> None:
         raise NotImplementedError
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The per-parameter arrays by name, in a fixed order (empty before the first step), each shaped
+        like the flat parameter buffer. They are the optimizer's own: writing into them (data-parallel
+        ranks average them) changes its next steps."""
+        return dict(self._arrays)
+
     def _state(self, params: np.ndarray, name: str) -> np.ndarray:
-        s = getattr(self, name, None)
+        s = self._arrays.get(name)
         if s is None or s.shape != params.shape:
-            s = np.zeros_like(params)
-            setattr(self, name, s)
+            s = self._arrays[name] = np.zeros_like(params)
         return s
 
 

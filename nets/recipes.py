@@ -1,5 +1,7 @@
 """Recipes: a model builder, its loss, its data loader, its default settings and the metrics it
-reports. `train(name, params)` is what `python -m nets train` and hpsearch's trials call."""
+reports. `prepare(recipe, params, data, seed=...)` sets a training run up (settings, data, model, loss,
+optimizer): `train` (`python -m nets train`), hpsearch's trials, its data-parallel ranks and its
+warm-up all start there."""
 from __future__ import annotations
 
 import time
@@ -12,10 +14,10 @@ from nets import models
 from nets.data.mnist import load_mnist
 from nets.data.splits import Data, Split
 from nets.errors import ConfigError
-from nets.losses import LOSSES
+from nets.losses import LOSSES, Loss
 from nets.model import Model
-from nets.optim import make_optimizer
-from nets.train import History, TrainConfig, fit
+from nets.optim import Optimizer, make_optimizer
+from nets.training import History, TrainConfig, fit
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_decay")
 
@@ -44,6 +46,7 @@ class Recipe:
         return {k: v for k, v in params.items() if k not in TRAIN_KEYS and k not in self.data_keys}
 
     def data_params(self, params: dict) -> dict:
+        """The data settings among `params` (all of them when `params` are resolved: defaults filled in)."""
         return {k: params[k] for k in self.data_keys if k in params}
 
 
@@ -186,22 +189,59 @@ def check_data_params(recipe: Recipe, explicit: dict, info: dict | None) -> None
                           "read it again with these settings (nets.recipes.load_data)")
 
 
-def train(recipe: str | Recipe, params: dict | None = None, data=None, *, epochs: int | None = None,
-          seed: int = 0, on_epoch_end=None, reduce_grads=None, on_batch=None) -> TrainResult:
-    """Train one configuration. `data` is a path, None (the shipped sample) or a `Data`."""
-    t0 = time.perf_counter()
+@dataclass
+class Run:
+    """One training run, set up: the settings (defaults filled in), the data, and the model, loss,
+    optimizer and loop settings built from them."""
+
+    recipe: Recipe
+    params: dict
+    data: Data
+    model: Model
+    loss: Loss
+    opt: Optimizer
+    config: TrainConfig
+
+    def fit(self, on_epoch_end=None, reduce_grads=None, on_batch=None) -> History:
+        """Train on the data's training split, validating on its validation split (nets.fit's hooks)."""
+        return fit(self.model, self.loss, self.opt, self.data.train, self.data.val, self.config,
+                   on_epoch_end, reduce_grads, on_batch)
+
+
+def prepare(recipe: str | Recipe, params: dict | None = None, data=None, *, seed: int = 0,
+            epochs: int | None = None, load: Callable[[str | None, dict], Data] | None = None) -> Run:
+    """Set one training run up: the one place that turns a recipe, `params` and a seed into a model,
+    loss, optimizer, loop settings and data.
+
+    `params` are checked (unknown keys, whole epochs and batch sizes) and completed with the recipe's
+    defaults; `epochs` overrides theirs. `data` is a loaded `Data`, or a path (None: the shipped
+    sample) that `load(path, data settings)` reads (default: the recipe's own loader, with the
+    settings as keywords). Data read beforehand must have been read with the data settings `params`
+    name (ConfigError otherwise).
+    """
     recipe = get_recipe(recipe)
     p = resolve_params(recipe, params)
     if epochs is not None:
         p["epochs"] = int(epochs)
     if not isinstance(data, Data):
-        data = recipe.load_data(data, **recipe.data_params(p))
+        data = (load or _own_loader(recipe))(data, recipe.data_params(p))
     info = data_info(data)
     check_data_params(recipe, params or {}, info)
     model = build_model(recipe, p, seed, info=info)
     opt = make_optimizer(p["optimizer"], p["lr"], momentum=p["momentum"], lr_decay=p["lr_decay"],
                          weight_decay=p["weight_decay"])
     cfg = TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], seed=seed)
-    hist: History = fit(model, LOSSES[recipe.loss](), opt, data.train, data.val, cfg,
-                        on_epoch_end, reduce_grads, on_batch)
-    return TrainResult(model, hist.epochs, hist.stopped, time.perf_counter() - t0, hist.first_batch_s)
+    return Run(recipe, p, data, model, LOSSES[recipe.loss](), opt, cfg)
+
+
+def _own_loader(recipe: Recipe) -> Callable[[str | None, dict], Data]:
+    return lambda path, settings: recipe.load_data(path, **settings)
+
+
+def train(recipe: str | Recipe, params: dict | None = None, data=None, *, epochs: int | None = None,
+          seed: int = 0, on_epoch_end=None, reduce_grads=None, on_batch=None) -> TrainResult:
+    """Train one configuration. `data` is a path, None (the shipped sample) or a `Data`."""
+    t0 = time.perf_counter()
+    run = prepare(recipe, params, data, seed=seed, epochs=epochs)
+    hist = run.fit(on_epoch_end, reduce_grads, on_batch)
+    return TrainResult(run.model, hist.epochs, hist.stopped, time.perf_counter() - t0, hist.first_batch_s)

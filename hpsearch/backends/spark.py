@@ -312,15 +312,12 @@ def warm_numba(task: TrialTask, data: Any = None) -> None:
     uses and writes them to the on-disk cache that local Python workers then load."""
     import nets
 
-    from hpsearch.objective import load_data, resolve_recipe
+    from hpsearch.objective import prepare_run
 
-    recipe = resolve_recipe(task.net)
-    if data is None or isinstance(data, str):
-        data = load_data(recipe, data or task.data_path, task.data_limit)
-    params = nets.recipes.resolve_params(recipe, task.train_params())
-    bs = params["batch_size"]
-    tiny = nets.Data(data.train.subset(2 * bs), data.val.subset(bs), data.source)
-    nets.train(recipe, params, tiny, epochs=1, seed=task.seed)
+    run = prepare_run(task, data)
+    bs = run.config.batch_size
+    nets.fit(run.model, run.loss, run.opt, run.data.train.subset(2 * bs), run.data.val.subset(bs),
+             replace(run.config, epochs=1))
 
 
 class SparkBackend(Backend):

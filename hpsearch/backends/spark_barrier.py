@@ -12,7 +12,7 @@ How it runs
   that, every exchange goes over these sockets, rank 0 being the hub: each rank sends its flat float32
   buffer (numpy bytes), rank 0 adds them up in float64, weighted by each rank's share of the samples,
   and sends the mean back. Spark is not involved again until the job ends.
-- Every rank builds the same model from the trial's seed and runs ``nets.train.fit`` with the
+- Every rank builds the same model from the trial's seed and runs ``nets.fit`` with the
   *global* batch size and the same seed, so all ranks draw the same permutation and the same global
   batches; each keeps its contiguous part of every global batch (:class:`_Shard`). With
   ``sync_every = 1`` the ranks average their GRADIENTS (the ``reduce_grads`` hook, before the
@@ -291,12 +291,6 @@ def _loss_terms(yb: Any, n: int) -> int:
     return n
 
 
-def _optimizer_state(opt: Any, n: int) -> list[np.ndarray]:
-    """The optimizer's arrays shaped like the parameters (momentum, accumulators, moments)."""
-    return [v for _, v in sorted(vars(opt).items())
-            if isinstance(v, np.ndarray) and v.shape == (n,)]
-
-
 class _Sync:
     """The two fit() hooks that keep the ranks together."""
 
@@ -325,7 +319,7 @@ class _Sync:
 
     def _average_params(self) -> None:
         params = self.model.params
-        parts = [params] + _optimizer_state(self.opt, params.size)
+        parts = [params, *self.opt.state().values()]     # momentum, accumulators, moments
         packed = np.concatenate(parts)
         self.hub.average(packed, self.window)
         offset = 0
@@ -340,34 +334,18 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
     """Train this rank's share of ``task``; on rank 0, what objective._train returns (and each
     epoch's metrics appended to ``seen`` as they come)."""
     import nets
-    from nets.losses import LOSSES
-    from nets.optim import make_optimizer
-    from nets.recipes import build_model, check_data_params, data_info, resolve_params
 
-    from hpsearch.objective import model_bytes, plain_metrics
-    from hpsearch.recipes import data_settings, load_data, resolve_recipe
+    from hpsearch.objective import model_bytes, plain_metrics, prepare_run
 
-    recipe = resolve_recipe(task.net)
-    searched_data_keys = set(task.params) & set(getattr(recipe, "data_keys", ()) or ())
-    if data is None or isinstance(data, str) or searched_data_keys:
-        path = data if isinstance(data, str) else task.data_path
-        data = load_data(recipe, path, task.data_limit, data_settings(recipe, task.train_params()))
-    p = resolve_params(recipe, task.train_params())
-    info = data_info(data)
-    check_data_params(recipe, task.train_params(), info)
-    model = build_model(recipe, p, task.seed, info=info)
-    opt = make_optimizer(p["optimizer"], p["lr"], momentum=p["momentum"], lr_decay=p["lr_decay"],
-                         weight_decay=p["weight_decay"])
-    cfg = nets.TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], seed=task.seed)
-    shard = _Shard(data.train, hub.rank, hub.world)
-    sync = _Sync(hub, model, opt, shard, every)
+    run = prepare_run(task, data)
+    shard = _Shard(run.data.train, hub.rank, hub.world)
+    sync = _Sync(hub, run.model, run.opt, shard, every)
     on_epoch_end = _epoch_end(task, report, hub, seen) if hub.rank == 0 else _follow(hub)
     if hub.world == 1:   # one rank: plain training, bit for bit
-        hist = nets.fit(model, LOSSES[recipe.loss](), opt, data.train, data.val, cfg, on_epoch_end,
-                        None, sync.on_batch)
+        hist = run.fit(on_epoch_end, None, sync.on_batch)
     else:
-        hist = nets.fit(model, LOSSES[recipe.loss](), opt, shard, data.val if hub.rank == 0 else None,
-                        cfg, on_epoch_end, sync.reduce_grads, sync.on_batch)
+        hist = nets.fit(run.model, run.loss, run.opt, shard, run.data.val if hub.rank == 0 else None,
+                        run.config, on_epoch_end, sync.reduce_grads, sync.on_batch)
     if hub.rank:
         return {}
     history = tuple(plain_metrics(h) for h in seen)
@@ -376,8 +354,8 @@ def _train_rank(task: TrialTask, report: Callable[[int, float], bool], data: Any
     if hist.stopped:
         return {**out, "state": PRUNED, "reason": f"pruned after epoch {len(history)}"}
     if ":" in task.net:
-        model.arch.setdefault("builder", task.net)
-    return {**out, "state": COMPLETE, "weights": model_bytes(model)}
+        run.model.arch.setdefault("builder", task.net)
+    return {**out, "state": COMPLETE, "weights": model_bytes(run.model)}
 
 
 def _epoch_end(task: TrialTask, report: Callable[[int, float], bool], hub: Hub,

@@ -13,26 +13,6 @@ ACT_NONE, ACT_TANH, ACT_RELU, ACT_SIGMOID = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def act_forward(y, x, act):
-    # y, x: (N,) may alias
-    zero = x.dtype.type(0.0)
-    one = x.dtype.type(1.0)
-    n = x.shape[0]
-    if act == ACT_TANH:
-        for i in range(n):
-            y[i] = math.tanh(x[i])
-    elif act == ACT_RELU:
-        for i in range(n):
-            y[i] = x[i] if x[i] > zero else zero
-    elif act == ACT_SIGMOID:
-        for i in range(n):
-            y[i] = one / (one + math.exp(-x[i]))
-    else:
-        for i in range(n):
-            y[i] = x[i]
-
-
-@njit(cache=True)
 def act_backward(dx, dy, y, act):
     # dx, dy, y: (N,); dx may alias dy
     zero = y.dtype.type(0.0)
@@ -75,24 +55,6 @@ def half_plus_half(y):
     half = y.dtype.type(0.5)
     for i in range(y.shape[0]):
         y[i] = y[i] * half + half
-
-
-@njit(cache=True)
-def bias_act_forward(y, b, act):
-    # y: (N, K) in place: y = act(y + b)  b: (K,)
-    N, K = y.shape
-    zero = y.dtype.type(0.0)
-    one = y.dtype.type(1.0)
-    for n in range(N):
-        for k in range(K):
-            v = y[n, k] + b[k]
-            if act == ACT_TANH:
-                v = math.tanh(v)
-            elif act == ACT_RELU:
-                v = v if v > zero else zero
-            elif act == ACT_SIGMOID:
-                v = one / (one + math.exp(-v))
-            y[n, k] = v
 
 
 @njit(cache=True)

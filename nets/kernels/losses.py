@@ -39,27 +39,6 @@ def logsoftmax_nll_backward(dlogits, logp, labels):
         dlogits[b, labels[b]] -= inv
 
 
-@njit(cache=True)
-def mse_forward(pred, target):
-    # pred, target: (B, D) -> mean over all elements (float64)
-    B, D = pred.shape
-    total = 0.0
-    for b in range(B):
-        for d in range(D):
-            e = pred[b, d] - target[b, d]
-            total += e * e
-    return total / (B * D)
-
-
-@njit(cache=True)
-def mse_backward(dpred, pred, target):
-    B, D = pred.shape
-    scale = dpred.dtype.type(2.0 / (B * D))
-    for b in range(B):
-        for d in range(D):
-            dpred[b, d] = scale * (pred[b, d] - target[b, d])
-
-
 @njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
 def mse_forward_grad(dpred, pred, target):
     # one pass: dpred = 2 (pred - target) / (B*D), returns the mean squared error (float64 sum)

@@ -224,11 +224,11 @@ def test_k_steps_average_parameters_and_optimizer_state_on_every_rank() -> None:
     def fn(rank: int, hub: Hub):
         model, opt = _LENET.build(seed=rank), make_optimizer("adagrad", 0.01)
         opt.step(model.params, np.full_like(model.params, rank + 1.0))    # Adagrad's acc: (r+1)^2
-        before = (model.params.copy(), opt.acc.copy())
+        before = (model.params.copy(), opt.state()["acc"].copy())
         sync = _Sync(hub, model, opt, SimpleNamespace(weight=0.0), every=4)
         sync.window = 1.0                                                  # one step's samples each
         sync._average_params()
-        return before, (model.params, opt.acc)
+        return before, (model.params, opt.state()["acc"])
     (b0, a0), (b1, a1) = in_threads(2, fn)
     for i in range(2):                    # parameters, then the accumulator
         assert np.array_equal(a0[i], a1[i])

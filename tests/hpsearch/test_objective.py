@@ -70,3 +70,30 @@ def test_the_data_cache_keeps_the_latest_data_sets_only() -> None:
 
 def test_custom_recipe_by_factory() -> None:
     assert resolve_recipe("recipes_for_tests:make_fragile").name == "fragile"
+
+
+def test_prepare_run_uses_the_workers_data_unless_the_trial_searches_data_settings(tmp_path) -> None:
+    from dataclasses import replace
+
+    from hpsearch.objective import data_settings, prepare_run
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat and the dog ran to the red house near the old tree.\n" * 40)
+    recipe = resolve_recipe("rnn")
+    small = {"hidden": 8, "vocab": 30}
+    held = load_data(recipe, str(corpus), 200, data_settings(recipe, small))      # what a worker holds
+    plain = TrialTask(trial_id=0, number=0, net="rnn", params={"hidden": 8}, fixed={"vocab": 30, "epochs": 1},
+                      metric="val_loss", direction="minimize", seed=3, data_limit=200,
+                      data_path=str(corpus))
+    run = prepare_run(plain, held)
+    assert run.data is held and run.params["hidden"] == 8 and run.config.seed == 3
+    searched = replace(plain, params={"hidden": 8, "max_len": 10})
+    own = prepare_run(searched, held)
+    assert own.data is not held and own.data.info["data_params"]["max_len"] == 10
+    assert own.data is load_data(recipe, str(corpus), 200, data_settings(recipe, {**small, "max_len": 10}))
+
+
+def test_warm_up_trains_the_trials_net_on_two_batches() -> None:
+    from hpsearch.backends.spark import warm_numba
+    warm_numba(_task())
+    with pytest.raises(Exception, match="unknown parameter"):
+        warm_numba(_task(nonsense=1))

@@ -153,11 +153,12 @@ def test_conv_chunked_im2col_matches_whole_batch(monkeypatch):
 
 
 DIRECT = [
-    pytest.param(lambda: Conv2d(12, 5, pool=2), (12, 12, 6), 2, id="direct-lenet-conv2"),
-    pytest.param(lambda: Conv2d(20, 3, act="tanh"), (7, 9, 6), 3, id="direct-oc20-nopool-short-rows"),
-    pytest.param(lambda: Conv2d(5, 4, stride=2, act="relu"), (11, 13, 5), 2, id="direct-stride2-relu"),
-    pytest.param(lambda: Conv2d(3, 5, act="sigmoid", pool=2), (14, 21, 8), 2, id="direct-q40-pool-sigmoid"),
-    pytest.param(lambda: Conv2d(4, 4), (6, 6, 4), 1, id="direct-q16-batch1"),
+    pytest.param(lambda **kw: Conv2d(12, 5, pool=2, **kw), (12, 12, 6), 2, id="direct-lenet-conv2"),
+    pytest.param(lambda **kw: Conv2d(20, 3, act="tanh", **kw), (7, 9, 6), 3, id="direct-oc20-nopool-short-rows"),
+    pytest.param(lambda **kw: Conv2d(5, 4, stride=2, act="relu", **kw), (11, 13, 5), 2, id="direct-stride2-relu"),
+    pytest.param(lambda **kw: Conv2d(3, 5, act="sigmoid", pool=2, **kw), (14, 21, 8), 2,
+                 id="direct-q40-pool-sigmoid"),
+    pytest.param(lambda **kw: Conv2d(4, 4, **kw), (6, 6, 4), 1, id="direct-q16-batch1"),
 ]
 
 
@@ -165,7 +166,7 @@ DIRECT = [
 def test_direct_conv_gradients(make, in_shape, batch):
     layer = make()
     errors = check_layer(layer, in_shape, batch)
-    assert layer.direct
+    assert layer.algo == "direct"
     assert max(errors.values()) <= TOL, errors
 
 
@@ -176,11 +177,10 @@ def test_direct_conv_matches_im2col(make, in_shape, batch):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((batch,) + in_shape)
     outs = []
-    for direct in (True, False):
-        m = Model([make()], in_shape, dtype=np.float64, seed=4)
+    for algo in ("direct", "im2col"):
+        m = Model([make(algo=algo)], in_shape, dtype=np.float64, seed=4)
         layer = m.layers[0]
-        assert layer.direct
-        layer.direct = direct
+        assert layer.algo == algo
         layer.need_dx = True
         y = m.forward(x).copy()
         d = np.random.default_rng(12).standard_normal(y.shape)
@@ -191,13 +191,12 @@ def test_direct_conv_matches_im2col(make, in_shape, batch):
 
 
 
-def _run_conv(layer_factory, in_shape, x, d, path):
+def _run_conv(layer_factory, in_shape, x, d, algo):
     from nets.model import Model
-    m = Model([layer_factory()], in_shape, dtype=np.float64, seed=5)
+    m = Model([layer_factory(algo)], in_shape, dtype=np.float64, seed=5)
     layer = m.layers[0]
     layer.need_dx = True
-    if path == "im2col":
-        layer.flat = layer.direct = False
+    assert algo is None or layer.algo == algo
     y = m.forward(x).copy()
     dx = layer.backward(d(y.shape)).copy()
     return y, dx, m.grads.copy()
@@ -221,15 +220,15 @@ def test_fast_conv_paths_match_im2col_on_random_shapes(seed):
     B = int(rng.integers(1, 6))
     in_shape = (H, W, C)
 
-    def make():
-        return Conv2d(OC, k, stride=stride, act=act, pool=pool)
+    def make(algo=None):
+        return Conv2d(OC, k, stride=stride, act=act, pool=pool, algo=algo)
 
     probe = make()
     try:
         probe.build(in_shape)
     except ValueError:
         pytest.skip("pool does not fit")      # the shape generator may give a too-small output
-    assert probe.flat if flat else probe.direct
+    assert probe.algo == ("flat" if flat else "direct")
     x = rng.standard_normal((B,) + in_shape)
     gen = np.random.default_rng(seed + 100)
     dys = {}
@@ -237,7 +236,47 @@ def test_fast_conv_paths_match_im2col_on_random_shapes(seed):
     def d(shape):
         return dys.setdefault(shape, gen.standard_normal(shape))
 
-    fast = _run_conv(make, in_shape, x, d, "fast")
-    ref = _run_conv(make, in_shape, x, d, "im2col")
+    fast = _run_conv(make, in_shape, x, d, None)
+    ref = _run_conv(make, in_shape, x, d, "im2col_t" if flat else "im2col")
     for a, b in zip(fast, ref):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kw, in_shape, chosen", [
+    ({"n_out": 6, "kernel": 5, "act": "tanh", "pool": 2}, (28, 28, 1), "flat"),           # LeNet's conv1
+    ({"n_out": 12, "kernel": 5, "pool": 2}, (12, 12, 6), "direct"),                       # LeNet's conv2
+    ({"n_out": 3, "kernel": 3, "stride": 2}, (9, 8, 1), "im2col_t"),
+    ({"n_out": 3, "kernel": 3, "pad": 1}, (9, 8, 1), "im2col"),
+    ({"n_out": 3, "kernel": 16}, (20, 17, 1), "flat"),                                   # all four fit
+])
+def test_conv_algorithms_chosen_once_and_all_that_fit_agree(kw, in_shape, chosen):
+    """build takes the first algorithm that fits; every one that fits gives the same values and gradients."""
+    from nets.layers import ALGOS
+    from nets.model import Model
+    layer = Conv2d(**kw)
+    layer.build(in_shape)
+    assert layer.algo == chosen
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3,) + in_shape)
+    outs = {}
+    for algo in ALGOS:
+        try:
+            m = Model([Conv2d(**kw, algo=algo)], in_shape, dtype=np.float64, seed=6)
+        except ValueError:
+            assert algo != chosen and algo != "im2col"   # im2col fits every shape
+            continue
+        m.layers[0].need_dx = True
+        y = m.forward(x).copy()
+        dx = m.layers[0].backward(np.random.default_rng(22).standard_normal(y.shape)).copy()
+        outs[algo] = (y, dx, m.grads.copy())
+    assert chosen in outs and "im2col" in outs
+    for algo, got in outs.items():
+        for a, b in zip(got, outs["im2col"]):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=algo)
+    if kw["kernel"] == 16:
+        assert sorted(outs) == sorted(ALGOS)
+
+
+def test_conv_unknown_algorithm_is_refused():
+    with pytest.raises(ValueError, match="algo must be one of"):
+        Conv2d(3, 3, algo="fft")

@@ -104,6 +104,25 @@ def test_adagrad_and_adam_match_formulas():
     assert isinstance(make_optimizer("adam", 0.1), Adam)
 
 
+@pytest.mark.parametrize("name, names", [("sgd", ["buf"]), ("adagrad", ["acc"]), ("adam", ["m", "v"])])
+def test_optimizer_state_is_its_own_arrays(name, names):
+    """state(): the per-parameter arrays by name, in a fixed order; writing into them changes the next step."""
+    g = np.random.default_rng(2).standard_normal(30)
+    opt = make_optimizer(name, 0.1, momentum=0.5 if name == "sgd" else 0.0)
+    assert opt.state() == {}
+    p = np.zeros(30)
+    opt.step(p, g)
+    state = opt.state()
+    assert list(state) == names and all(a.shape == p.shape for a in state.values())
+    twin = make_optimizer(name, 0.1, momentum=0.5 if name == "sgd" else 0.0)
+    q = np.zeros(30)
+    twin.step(q, g)
+    for a in twin.state().values():
+        a *= 3.0                                  # a different state: the next steps differ
+    opt.step(p, g), twin.step(q, g)
+    assert not np.allclose(p, q)
+
+
 def _run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "nets", *args], capture_output=True, text=True, cwd=cwd)
 
@@ -123,3 +142,23 @@ def test_cli_bad_data_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_train_is_the_function_and_the_loop_module_is_nets_training():
+    import nets.training
+    assert nets.train is nets.recipes.train and nets.training.fit is nets.fit
+
+
+def test_buffer_caches_stay_bounded_when_batch_shapes_keep_changing():
+    from nets.layers import MAX_BUFFERS, Linear
+    from nets.losses import MSELoss
+    from nets.model import Model
+    model, loss = Model([Linear(3, act="tanh")], (4,), dtype=np.float64), MSELoss()
+    rng = np.random.default_rng(0)
+    for n in range(1, 3 * MAX_BUFFERS):
+        x = rng.standard_normal((n, 4))
+        y = model.forward(x)
+        np.testing.assert_allclose(y, np.tanh(x @ model.layers[0].p["w"] + model.layers[0].p["b"]))
+        loss.forward(y, np.zeros_like(y))
+        model.backward(loss.backward())
+    assert len(model.layers[0]._bufs) <= MAX_BUFFERS and len(loss._bufs) <= MAX_BUFFERS
