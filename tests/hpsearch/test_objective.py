@@ -75,7 +75,8 @@ def test_custom_recipe_by_factory() -> None:
 def test_prepare_run_uses_the_workers_data_unless_the_trial_searches_data_settings(tmp_path) -> None:
     from dataclasses import replace
 
-    from hpsearch.objective import data_settings, prepare_run
+    from hpsearch.objective import prepare_run
+    from hpsearch.recipes import data_settings
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat and the dog ran to the red house near the old tree.\n" * 40)
     recipe = resolve_recipe("rnn")
