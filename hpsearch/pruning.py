@@ -67,7 +67,7 @@ def study_decider(study: optuna.Study) -> Decide:
 
 # --------------------------------------------------------------------------- the driver side
 
-def _self_signed() -> tuple[bytes, bytes]:
+def self_signed() -> tuple[bytes, bytes]:
     """A key and certificate for this sweep only (EC P-256, one day, the name TLS_NAME)."""
     import datetime
 
@@ -116,31 +116,39 @@ def _handlers(secret: str, decide: Decide) -> Any:
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
+def new_secret() -> str:
+    """A fresh secret for one sweep (256 random bits)."""
+    return secrets.token_urlsafe(32)
+
+
 @contextmanager
-def serve(decide: Decide, *, bind: str = "127.0.0.1",
-          advertise: str | None = None) -> Iterator[PruningChannel]:
+def serve(decide: Decide, *, bind: str = "127.0.0.1", advertise: str | None = None,
+          tls: bool | None = None) -> Iterator[PruningChannel]:
     """Serve the channel on a free port of ``bind``; yields what the tasks need to reach it.
 
     Args:
         decide: answers each report (see :func:`study_decider`).
         bind: the address to listen on (one address, never every interface unless asked).
         advertise: the host the tasks dial (defaults to ``bind``).
+        tls: speak TLS; by default whenever ``bind`` is not a loopback address.
     """
     from concurrent.futures import ThreadPoolExecutor
     try:
         import grpc
     except ImportError as exc:
         raise HpsearchError(f"pruning needs grpcio ({exc})", "pip install grpcio") from None
-    secret = secrets.token_urlsafe(32)
+    secret = new_secret()
     server = grpc.server(ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpsearch-channel"),
                          handlers=[_handlers(secret, decide)])
     cert = None
     address = f"[{bind}]:0" if ":" in bind else f"{bind}:0"
-    if is_loopback(bind):
-        port = server.add_insecure_port(address)
-    else:
-        key, cert = _self_signed()
+    if tls is None:
+        tls = not is_loopback(bind)
+    if tls:
+        key, cert = self_signed()
         port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        port = server.add_insecure_port(address)
     if not port:
         raise HpsearchError(f"cannot listen on {bind} for the pruning channel",
                             "set execution.report_bind to an address of this machine")

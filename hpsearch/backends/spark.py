@@ -427,17 +427,23 @@ class SparkBackend(Backend):
                 pending[pool.submit(self._job, task)] = task
                 return True
 
-            while len(pending) < self.parallelism and submit_next():
-                pass
-            while pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    pending.pop(fut)
-                    # refill the slot first, then hand the result over: the driver's bookkeeping
-                    # (Optuna tell, MLflow runs) overlaps the next trial instead of delaying it.
-                    # The trial asked here does not see this one result (as if parallelism + 1).
-                    submit_next()
-                    yield fut.result()
+            try:
+                while len(pending) < self.parallelism and submit_next():
+                    pass
+                while pending:
+                    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        pending.pop(fut)
+                        # refill the slot first, then hand the result over: the driver's bookkeeping
+                        # (Optuna tell, MLflow runs) overlaps the next trial instead of delaying it.
+                        # The trial asked here does not see this one result (as if parallelism + 1).
+                        submit_next()
+                        yield fut.result()
+            except BaseException:
+                # Ctrl-C, or the driver abandoned the sweep: stop the running jobs now, so that
+                # the pool's threads end (and are not retried) before the pool waits for them
+                self.cancel()
+                raise
 
     def cancel(self) -> None:
         self._cancelled.set()

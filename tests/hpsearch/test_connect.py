@@ -1,0 +1,212 @@
+"""The same sweeps over Spark Connect: a real Connect server on loopback (started here from the
+pyspark wheel), the Backend contract, the CLI with ``--master sc://``, live pruning, a channel the
+executors cannot reach, and data-parallel trials as barrier jobs."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from backend_contract import BackendContract, task
+from conftest import HERE, REPO, lenet_dict, mlflow_runs, run_cli, write_study
+from connect_server import ConnectServer
+from hpsearch.records import COMPLETE, FAILED
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ConnectServer(cores=2, pythonpath=[str(HERE), str(REPO)]) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def cspark(server):
+    from hpsearch.backends.spark import is_connect, spark_session
+    session = spark_session(server.url)
+    assert is_connect(session)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def data():
+    from hpsearch.recipes import load_data, resolve_recipe
+    return load_data(resolve_recipe("lenet"), None, 200)
+
+
+@pytest.fixture
+def backend(cspark, data):
+    from hpsearch.backends.spark import SparkBackend
+    return lambda parallelism, retries=2: SparkBackend(parallelism=parallelism, data=data, spark=cspark,
+                                                       study_name="contract", retries=retries)
+
+
+def trial_jobs(server: ConnectServer, tag: str) -> list[str]:
+    """The names of the server's jobs that carry the sweep's tag (Connect prefixes user tags)."""
+    names = []
+    for job in server.jobs():
+        tags = [t.rsplit("_Tag_", 1)[-1] for t in job.get("jobTags", [])]
+        if tag in tags:
+            names += [t for t in tags if re.fullmatch(r"contract trial \d+", t)]
+    return names
+
+
+class TestConnectBackend(BackendContract):
+    def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
+        pulled = []
+
+        def tasks():
+            for i in range(5):
+                pulled.append(i)
+                yield task(i)
+
+        with backend(2) as b:
+            for seen, _result in enumerate(b.run(tasks())):
+                assert len(pulled) <= 2 + seen + 1             # dispatch ahead, as on classic Spark
+        assert pulled == [0, 1, 2, 3, 4]
+
+    def test_one_job_per_trial_named_after_it(self, backend, server) -> None:
+        with backend(2) as b:
+            assert b.connect and b.slots == 2
+            results = list(b.run([task(i) for i in range(3)]))
+        assert all(r.state == COMPLETE for r in results)
+        assert sorted(trial_jobs(server, b.tag)) == [f"contract trial {i}" for i in range(3)]
+
+    def test_a_raising_trial_is_not_retried(self, backend, server) -> None:
+        with backend(1) as b:
+            (result,) = b.run([task(0, net="recipes_for_tests:fragile", mode="raise")])
+        assert result.state == FAILED and not result.lost
+        assert trial_jobs(server, b.tag) == ["contract trial 0"]
+
+    def test_a_killed_worker_is_retried_and_the_trial_completes(self, backend, tmp_path) -> None:
+        marker = str(tmp_path / "died-once")
+        with backend(1) as b:
+            (result,) = b.run([task(0, net="recipes_spark:once", marker=marker)])
+        assert (tmp_path / "died-once").exists()
+        assert result.state == COMPLETE and not result.lost
+
+    def test_cancel_interrupts_running_trials_within_5s(self, backend) -> None:
+        slow = [replace(task(i, net="recipes_spark:sleepy", sleep=60.0)) for i in range(2)]
+        with backend(2) as b:
+            timer = threading.Timer(4.0, b.cancel)
+            timer.start()
+            t0 = time.monotonic()
+            results = list(b.run(slow))
+            cancelled_after = time.monotonic() - t0 - 4.0
+        assert cancelled_after < 5.0
+        assert [r.reason for r in results] == ["cancelled", "cancelled"]
+
+
+def _study(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.optuna.db')}")
+
+
+def _children(runs: list) -> list:
+    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+
+
+def test_lenet_study_over_connect_from_the_cli(tmp_path: Path, env: dict, server) -> None:
+    spec = tmp_path / "lenet.yaml"
+    spec.write_text((REPO / "studies" / "lenet.yaml").read_text())   # as shipped: Hyperband
+    proc = run_cli(["run", str(spec), "--master", server.url, "--trials", "8", "--parallelism", "2", *TINY],
+                   env, tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    runs = mlflow_runs(tmp_path, "lenet")
+    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+    children = _children(runs)
+    assert len(parents) == 1 and len(children) == 8
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    trials = {t.number: t for t in _study(tmp_path, "lenet").trials}
+    for run in children:
+        t = trials[int(run.data.tags["hpsearch.trial_number"])]
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss"))
+        # every epoch reached the pruner live, and a pruned task trained no epoch after the decision
+        assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
+        assert run.data.tags["hpsearch.state"] in ("complete", "pruned")
+    workers = [r.data.tags["hpsearch.worker"] for r in children]
+    assert all(str(os.getpid()) not in w for w in workers)
+
+
+def test_hyperband_prunes_on_connect_as_on_classic(tmp_path: Path, cspark) -> None:
+    import hpsearch
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data = lenet_dict(execution={"backend": "spark", "parallelism": 2})
+    summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "hb", data)), spark=cspark)
+    trials = _study(tmp_path, "hb").trials
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert summary.counts["pruned"] == len(pruned) >= len(trials) / 3
+    epochs = sum(len(t.intermediate_values) for t in trials)
+    assert epochs <= 0.6 * 6 * len(trials)          # at most 60% of the unpruned epochs
+
+
+def test_a_channel_the_executors_cannot_reach_stops_before_any_trial(tmp_path: Path, env: dict,
+                                                                     server) -> None:
+    # the channel listens on 127.0.0.1 but tells the tasks to dial 127.0.0.3, where nothing listens:
+    # as a client behind NAT would, seen from a remote cluster
+    study = lenet_dict(execution={"backend": "spark", "parallelism": 2, "master": server.url,
+                                  "report_host": "127.0.0.3", "report_bind": "127.0.0.1"})
+    spec = write_study(tmp_path, "far", study)
+    proc = run_cli(["run", str(spec), *TINY], env, tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "cannot reach the pruning channel at 127.0.0.3" in errors[0]
+    assert "execution.report_host" in proc.stderr and "Traceback" not in proc.stderr
+    assert not _study(tmp_path, "far").trials
+
+
+def test_data_parallel_training_over_connect(tmp_path: Path, env: dict, server) -> None:
+    spec = write_study(tmp_path, "dp", lenet_dict(execution={"backend": "spark", "master": server.url}))
+    out = tmp_path / "dp.npz"
+    proc = run_cli(["train", str(spec), "--params", '{"lr": 0.05, "batch_size": 32}', "--workers", "2",
+                    "--output", str(out), *TINY], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "complete" in proc.stdout and "2 worker(s)" in proc.stdout
+    import nets
+    assert nets.load(str(out)) is not None
+
+
+def test_sigint_interrupts_every_task_and_a_rerun_resumes(tmp_path: Path, env: dict, server) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    spec = write_study(tmp_path, "intr", lenet_dict(pruner="none", budget={"trials": 6}, execution={
+        "backend": "spark", "parallelism": 2, "master": server.url}))
+    args = [sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--set", "data.limit=1500",
+            "--set", "fixed.epochs=4"]
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "the sweep ended before it could be interrupted"
+        if line.startswith("trial "):
+            break
+    time.sleep(1.0)                                         # trials are running now
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130, out
+    assert took < 5.0, f"exited {took:.1f} s after SIGINT"
+    running = [j for j in server.jobs() if j["status"] == "RUNNING"]
+    assert not running, f"still running on the server after the client exited: {running}"
+    assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
+
+    again = run_cli(args[3:], env, tmp_path)
+    assert again.returncode == 0, again.stderr + again.stdout
+    verdicts = [t for t in _study(tmp_path, "intr").trials
+                if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]
+    assert len(verdicts) == 6
