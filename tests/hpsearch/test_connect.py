@@ -210,3 +210,44 @@ def test_sigint_interrupts_every_task_and_a_rerun_resumes(tmp_path: Path, env: d
     verdicts = [t for t in _study(tmp_path, "intr").trials
                 if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]
     assert len(verdicts) == 6
+
+
+def test_the_channel_secret_leaks_nowhere(tmp_path: Path, cspark, server, monkeypatch, capfd,
+                                           caplog) -> None:
+    """A sweep with pruning over Connect: its secret is in no output, log line, MLflow param or tag,
+    Spark job (descriptions, tags, SQL plans), server log or process listing."""
+    import json
+    import logging
+    import subprocess
+    import urllib.request
+
+    import hpsearch
+    import hpsearch.pruning
+
+    secret = "S3cr3t-" + os.urandom(16).hex()
+    monkeypatch.setattr(hpsearch.pruning, "new_secret", lambda: secret)
+    caplog.set_level(logging.DEBUG)
+    listings: list[str] = []
+
+    class Watch(hpsearch.Observer):
+        def started(self, task, progress) -> None:
+            assert task.channel is not None and task.channel.secret == secret   # it is in use
+            listings.append(subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True,
+                                           text=True).stdout)
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data = lenet_dict(execution={"backend": "spark", "parallelism": 2}, budget={"trials": 4})
+    spec = hpsearch.load_spec(write_study(tmp_path, "leak", data))
+    hpsearch.run_study(spec, spark=cspark, observer=Watch())
+    seen = {"stdout/stderr": "".join(capfd.readouterr()), "logs": caplog.text,
+            "ps": "".join(listings), "server log": server.log.read_text(errors="replace")}
+    for run in mlflow_runs(tmp_path, "leak"):
+        seen[f"run {run.info.run_id}"] = json.dumps([run.data.params, run.data.tags])
+    seen["jobs"] = json.dumps(server.jobs())
+    with urllib.request.urlopen(f"{server.ui_url}/api/v1/applications", timeout=10) as resp:
+        app = json.load(resp)[0]["id"]
+    with urllib.request.urlopen(f"{server.ui_url}/api/v1/applications/{app}/sql?details=true",
+                                timeout=10) as resp:
+        seen["sql"] = resp.read().decode(errors="replace")
+    assert len(listings) == 4
+    assert {where for where, text in seen.items() if secret in text} == set()
