@@ -50,6 +50,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _NET_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+
+MAX_STUDY_BYTES = 1 << 20
+"""A study file larger than this (1 MiB) is refused before it is read."""
+MAX_YAML_NODES = 100_000
+"""A study file (or ``--set`` value) whose values, aliases expanded, number more is refused."""
 
 
 # --------------------------------------------------------------------------- the frozen spec
@@ -198,12 +204,27 @@ def parse_overrides(items: Iterable[str], file: str) -> list[Override]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(file, "", f"--set {item!r} is not KEY=VALUE",
                             "write e.g. --set fixed.epochs=2 or --set budget.trials=20")
-        try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out.append((key, value, f"--set {item}"))
+        out.append((key, _override_value(raw, file, key), f"--set {item}"))
     return out
+
+
+def _override_value(raw: str, file: str, key: str) -> Any:
+    """A ``--set`` value read as YAML (a scalar, list or mapping); text that is not YAML stays text."""
+    if not raw.strip():
+        return None
+    if len(raw) > MAX_STUDY_BYTES:
+        raise SpecError(file, key, f"the --set value is {len(raw):,} characters; at most "
+                        f"{MAX_STUDY_BYTES:,} are allowed", "put long settings in the study file")
+    _check_printable(raw, file, key)
+    loader = None
+    try:
+        loader, node = _compose(raw, file, key)
+        return loader.construct_document(node) if node is not None else None
+    except (yaml.YAMLError, RecursionError):
+        return raw
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_spec(path: str | Path, overrides: Sequence[Override] | Mapping[str, Any] = (), *,
@@ -274,28 +295,101 @@ _Loader.add_implicit_resolver(
 
 
 def _read_text(path: Path, file: str) -> str:
+    """The file's text: at most MAX_STUDY_BYTES of UTF-8 YAML, no NUL or control characters."""
     if not path.exists():
         raise SpecError(file, "", "file not found", "check the path of the study file")
     if path.is_dir():
         raise SpecError(file, "", "is a directory, expected a study YAML file")
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if size > MAX_STUDY_BYTES:
+            _too_big(file, size)
+        with path.open("rb") as f:
+            raw = f.read(MAX_STUDY_BYTES + 1)       # a special file (/dev/zero) has no size
     except OSError as exc:
         raise SpecError(file, "", f"cannot read the file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_STUDY_BYTES:
+        _too_big(file, None)
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(file, "", f"is not UTF-8 text (byte offset {exc.start})",
-                        "a study file is YAML text") from None
+                        "a study file is YAML text; save it as UTF-8") from None
+    _check_printable(text, file, "")
+    return text
+
+
+def _too_big(file: str, size: int | None) -> NoReturn:
+    what = f"is {size:,} bytes" if size is not None else "is longer"
+    raise SpecError(file, "", f"{what}; a study file may hold at most {MAX_STUDY_BYTES:,} bytes",
+                    "a study is a short YAML document: is this the right file?")
+
+
+def _check_printable(text: str, file: str, key: str) -> None:
+    """Refuse a NUL byte or a control character YAML does not allow, naming its byte offset."""
+    bad = _NON_PRINTABLE.search(text)
+    if bad is None:
+        return
+    char = bad.group()
+    offset = len(text[:bad.start()].encode("utf-8"))
+    line = text.count("\n", 0, bad.start()) + 1
+    what = "a NUL byte" if char == "\0" else f"the control character U+{ord(char):04X}"
+    hint = "is this a binary file? a study file is YAML text" if char == "\0" else \
+        "remove it; a study file is plain YAML text"
+    raise SpecError(file, key, f"holds {what} at byte offset {offset} (line {line})", hint)
+
+
+def _compose(text: str, file: str, key: str = "") -> Any:
+    """The YAML node graph of ``text``, refusing alias bombs and recursive anchors."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _count_nodes(node, {}, file, key)
+        return loader, node
+    except BaseException:
+        loader.dispose()
+        raise
+
+
+def _count_nodes(node: Any, sizes: dict[int, int], file: str, key: str) -> int:
+    """Nodes in the document with every alias expanded (memoised: linear in the file's size)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:
+            raise SpecError(file, key, "an alias refers to the anchor it is inside (a recursive "
+                            "structure)", "a study file holds plain data: remove that alias",
+                            line=node.start_mark.line + 1)
+        return known
+    sizes[id(node)] = -1
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        total += sum(_count_nodes(k, sizes, file, key) + _count_nodes(v, sizes, file, key)
+                     for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total += sum(_count_nodes(v, sizes, file, key) for v in node.value)
+    if total > MAX_YAML_NODES:
+        raise SpecError(file, key, f"expands to more than {MAX_YAML_NODES:,} values once its "
+                        "aliases (*name) are resolved (a YAML bomb?)",
+                        "a study file is small: write the values out or use fewer aliases")
+    sizes[id(node)] = total
+    return total
 
 
 def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     """The document and a map key-path -> line; broken YAML raises SpecError with its line."""
-    loader = _Loader(text)
+    loader = None
     try:
-        node = loader.get_single_node()
+        loader, node = _compose(text, file)
         lines = _key_lines(node, (), {}, file)
         data = loader.construct_document(node) if node is not None else None
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        tag = re.search(r"tag '([^']*)'", str(exc.problem))
+        what = f"the tag {_short_tag(tag.group(1))}" if tag else "a tag"
+        raise SpecError(file, f"line {line}" if line else "", f"{what} is not allowed",
+                        "a study file holds plain YAML data (no Python objects or custom tags): "
+                        "remove the tag") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -307,8 +401,15 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     except RecursionError:
         raise SpecError(file, "", "broken YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:python/object`` -> ``!!python/object`` (as the user wrote it)."""
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
 
 
 def _key_lines(node: Any, path: tuple, lines: dict[tuple, int], file: str) -> dict[tuple, int]:
