@@ -359,7 +359,7 @@ def _count_nodes(node: Any, sizes: dict[int, int], file: str, key: str) -> int:
         if known < 0:
             raise SpecError(file, key, "an alias refers to the anchor it is inside (a recursive "
                             "structure)", "a study file holds plain data: remove that alias",
-                            line=node.start_mark.line + 1)
+                            line=None if key else node.start_mark.line + 1)
         return known
     sizes[id(node)] = -1
     total = 1
