@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, redact
 from hpsearch.samplers import PRUNERS, SAMPLERS, grid_values
 from hpsearch.space import ParamSpec
 
@@ -185,7 +185,7 @@ class StudySpec:
             "pruner": self.pruner.name, "pruner_options": dict(self.pruner.options),
             "trials": self.budget.trials, "timeout_s": self.budget.timeout_s,
             "backend": self.execution.backend, "parallelism": self.execution.parallelism,
-            "storage": self.storage, "seed": self.seed, "epochs": self.epochs,
+            "storage": redact(self.storage), "seed": self.seed, "epochs": self.epochs,
         }
 
 

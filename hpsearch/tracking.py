@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, redact
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult
 
 if TYPE_CHECKING:
@@ -265,15 +265,15 @@ class Tracker:
              extra: list[Any] = ()) -> None:
         from mlflow.entities import Metric, Param, RunTag
         now = int(time.time() * 1000)
-        ps = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
+        ps = [Param(k, redact(_param_text(v))) for k, v in (params or {}).items()]   # no passwords
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] + list(extra)
-        ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        ts = [RunTag(k, redact(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(ms), 1), 900):  # MLflow caps a batch at 1000 metrics
             self.client.log_batch(run_id, metrics=ms[i:i + 900], params=ps if i == 0 else [],
                                   tags=ts if i == 0 else [])
 
     def _artifact_text(self, run_id: str, text: str, name: str, folder: str | None) -> None:
-        self._artifact_bytes(run_id, text.encode("utf-8"), name, folder)
+        self._artifact_bytes(run_id, redact(text).encode("utf-8"), name, folder)
 
     def _artifact_bytes(self, run_id: str, data: bytes, name: str, folder: str | None) -> None:
         with tempfile.TemporaryDirectory(prefix="hpsearch-") as tmp:
