@@ -62,6 +62,30 @@ def check_reachable(uri: str | None) -> None:
         raise HpsearchError(f"the MLflow tracking server {uri} does not answer: "
                             f"{' '.join(str(exc).split())[:200]}",
                             "start it, or check --tracking-uri / MLFLOW_TRACKING_URI") from None
+    _check_credentials(uri)
+
+
+def _check_credentials(uri: str) -> None:
+    """One authenticated read, with the credentials MLflow itself will send (MLFLOW_TRACKING_USERNAME
+    and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN): a server with authentication that
+    refuses them fails the run here, before the study store exists. ``/health`` needs no login."""
+    from mlflow.tracking import MlflowClient
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error
+        status = getattr(exc, "get_http_status_code", lambda: None)()
+        code = str(getattr(exc, "error_code", ""))
+        if status == 401 or code == "UNAUTHENTICATED" or "401" in str(exc)[:200]:
+            raise HpsearchError(f"the MLflow tracking server {uri} refused the credentials (HTTP 401)",
+                                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                                "(or MLFLOW_TRACKING_TOKEN) to a user of that server") from None
+        if status == 403 or code == "PERMISSION_DENIED":
+            raise HpsearchError(f"the MLflow tracking server {uri}: the user "
+                                f"{os.environ.get('MLFLOW_TRACKING_USERNAME', '(none)')!r} may not read "
+                                "experiments (HTTP 403)", "ask its admin for permissions") from None
+        raise HpsearchError(f"the MLflow tracking server {uri} answers, but not as MLflow: "
+                            f"{' '.join(str(exc).split())[:200]}",
+                            "check --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
 def ui_command(uri: str) -> str:
