@@ -399,7 +399,7 @@ def predict_parquet(spec: StudySpec, input_path: str, output_path: str, column: 
     if spark is None:
         from hpsearch.backends.spark import spark_session
         spark = spark_session(master or spec.execution.master, spec.execution.parallelism,
-                              app_name=f"hpsearch predict {spec.name}")
+                              app_name=f"hpsearch predict {spec.name}", conf=spec.execution.spark_conf)
     udf = register_udf(spark, weights, name="hpsearch_" + re.sub(r"\W", "_", spec.name))
     from pyspark.sql.functions import col
     df = spark.read.parquet(str(input_path))

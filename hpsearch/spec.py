@@ -109,6 +109,7 @@ class ExecutionSpec:
     parallelism: int | None = None      # None: every Spark task slot (local: every core)
     master: str | None = None
     data_parallel: DataParallelSpec | None = None   # None: one task (one core) per trial
+    spark_conf: dict[str, str] = field(default_factory=dict)   # Spark settings; values never shown
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,9 @@ def parse_overrides(items: Iterable[str], file: str) -> list[Override]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(file, "", f"--set {item!r} is not KEY=VALUE",
                             "write e.g. --set fixed.epochs=2 or --set budget.trials=20")
-        out.append((key, _override_value(raw, file, key), f"--set {item}"))
+        secret = key == "execution.spark_conf" or key.startswith("execution.spark_conf.")
+        label = f"--set {key}=***" if secret else f"--set {item}"   # Spark settings may be secrets
+        out.append((key, _override_value(raw, file, key), label))
     return out
 
 
@@ -968,14 +971,55 @@ def _budget(ck: _Checker, value: Any) -> BudgetSpec:
 def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
-    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel"))
+    d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel",
+                                          "spark_conf"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
         parallelism = ck.integer(parallelism, ("execution", "parallelism"), minimum=1)
     master = ck.string(d.get("master"), ("execution", "master"), optional=True)
     data_parallel = _data_parallel(ck, d.get("data_parallel"), backend)
-    return ExecutionSpec(backend, parallelism, master, data_parallel)
+    spark_conf = _spark_conf(ck, d.get("spark_conf"))
+    return ExecutionSpec(backend, parallelism, master, data_parallel, spark_conf)
+
+
+_SPARK_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+def _spark_conf(ck: _Checker, value: Any) -> dict[str, str]:
+    """``execution.spark_conf``: Spark settings (``spark.x.y: scalar``, dotted keys or nested
+    mappings) for the session hpsearch creates. Values may be secrets: no message shows one."""
+    path = ("execution", "spark_conf")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        ck.fail(path, f"must be a mapping of Spark settings; got {_kind(value)}",
+                "write e.g. spark_conf: {spark.authenticate: true, spark.network.crypto.enabled: true}")
+    out: dict[str, str] = {}
+    for key, item in _flat_items(value, ""):
+        if not _SPARK_KEY_RE.match(key):
+            ck.fail(path, f"{_key_text(key)} is not a Spark setting name",
+                    "names are dotted and start with spark., e.g. spark.authenticate")
+        if isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, (str, int, float)) and not (isinstance(item, float) and not math.isfinite(item)):
+            out[key] = str(item)
+        else:
+            ck.fail(path + (key,), f"must be a string, a number or true/false; got {_kind(item)} "
+                    "(the value is not shown: it may be a secret)")
+    return out
+
+
+def _flat_items(value: dict, prefix: str) -> list[tuple[str, Any]]:
+    """``{spark: {authenticate: true}}`` -> ``[("spark.authenticate", True)]``."""
+    items: list[tuple[str, Any]] = []
+    for key, item in value.items():
+        name = f"{prefix}{key}" if isinstance(key, str) else repr(key)
+        if isinstance(item, dict) and isinstance(key, str) and item:
+            items += _flat_items(item, name + ".")
+        else:
+            items.append((name, item))
+    return items
 
 
 def _data_parallel(ck: _Checker, value: Any, backend: str) -> DataParallelSpec | None:

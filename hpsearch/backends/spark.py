@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
@@ -43,8 +43,11 @@ def is_local_master(master: str | None) -> bool:
 
 
 def spark_session(master: str | None = None, parallelism: int | None = None,
-                  app_name: str = "hpsearch") -> Any:
-    """Get or create the SparkSession. Local masters bind every endpoint (driver, UI) to 127.0.0.1."""
+                  app_name: str = "hpsearch", conf: Mapping[str, str] | None = None) -> Any:
+    """Get or create the SparkSession. Local masters bind every endpoint (driver, UI) to 127.0.0.1.
+
+    ``conf``: more Spark settings (a study's ``execution.spark_conf``), applied last; never logged.
+    """
     from pyspark.sql import SparkSession
 
     if master is None:
@@ -61,6 +64,8 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
                    .config("spark.driver.bindAddress", "127.0.0.1"))
     for var in THREAD_VARS:
         builder = builder.config(f"spark.executorEnv.{var}", "1")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("FATAL")   # lost tasks are reported by hpsearch, as values
     return spark

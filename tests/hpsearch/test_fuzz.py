@@ -68,7 +68,8 @@ SET_KEYS = ["name", "net", "fixed.epochs", "fixed.lr", "fixed.optimizer", "fixed
             "pruner.name", "pruner.min_resource", "budget.trials", "budget.timeout", "execution",
             "execution.backend", "execution.parallelism", "execution.master", "execution.data_parallel",
             "execution.data_parallel.workers", "storage", "tracking", "tracking.uri", "tracking.plots",
-            "seed", "schedule", "schedule.cron", "schedule.max_runs", "nope", "fixed", "a.b.c"]
+            "seed", "schedule", "schedule.cron", "schedule.max_runs", "nope", "fixed", "a.b.c",
+            "execution.spark_conf", "execution.spark_conf.spark.authenticate.secret", "execution.spark_conf.x"]
 SET_ITEM = st.one_of(
     st.tuples(st.sampled_from(SET_KEYS), VALUE).map(lambda kv: f"{kv[0]}={kv[1]}"),
     TEXT.filter(lambda t: not t.lstrip().startswith("data")))

@@ -95,3 +95,63 @@ def _artifact_files(client, run_id: str, path: str | None = None) -> list[str]:
     for info in client.list_artifacts(run_id, path):
         out += _artifact_files(client, run_id, info.path) if info.is_dir else [info.path]
     return out
+
+
+# --------------------------------------------------------------------------- execution.spark_conf
+
+SPARK_SECRET = "sp4rk-" + "9f3c1e"
+
+
+def _spark_study(tmp_path: Path, conf) -> Path:
+    return write_study(tmp_path, "sconf", lenet_dict(execution={"backend": "spark", "spark_conf": conf}))
+
+
+def test_spark_conf_is_validated_and_flattened(tmp_path: Path) -> None:
+    from hpsearch.spec import load_spec
+    conf = {"spark.authenticate": True, "spark.authenticate.secret": SPARK_SECRET,
+            "spark": {"network": {"crypto": {"enabled": True}}}, "spark.executor.memory": "1g",
+            "spark.task.maxFailures": 4}
+    spec = load_spec(_spark_study(tmp_path, conf))
+    assert spec.execution.spark_conf == {
+        "spark.authenticate": "true", "spark.authenticate.secret": SPARK_SECRET,
+        "spark.network.crypto.enabled": "true", "spark.executor.memory": "1g", "spark.task.maxFailures": "4"}
+    again = load_spec(_spark_study(tmp_path, conf),
+                      [("execution.spark_conf.spark.authenticate.secret", "other", "--set x")])
+    assert again.execution.spark_conf["spark.authenticate.secret"] == "other"
+
+
+@pytest.mark.parametrize("conf, words", [
+    ({"spark.authenticate.secret": [SPARK_SECRET]}, ("spark.authenticate.secret", "got a list", "not shown")),
+    ({"spark.authenticate.secret": None}, ("got null",)),
+    ({"notspark.x": SPARK_SECRET}, ("notspark.x is not a Spark setting name",)),
+    (SPARK_SECRET, ("must be a mapping",)),
+])
+def test_bad_spark_conf_never_shows_a_value(tmp_path: Path, env: dict, conf, words) -> None:
+    spec = _spark_study(tmp_path, conf)
+    for args in (["validate", str(spec)],
+                 ["validate", str(spec), "--set", f"execution.spark_conf={{spark.a.secret: [{SPARK_SECRET}]}}"],
+                 ["validate", str(spec), "--set", f"execution.spark_conf.spark.authenticate.secret={SPARK_SECRET}",
+                  "--set", "execution.spark_conf.bad=1"]):
+        proc = run_cli(args, env, tmp_path)
+        assert proc.returncode == 2 and proc.stderr.startswith("Error: "), proc.stderr
+        assert SPARK_SECRET not in proc.stdout + proc.stderr, proc.stderr
+    proc = run_cli(["validate", str(spec)], env, tmp_path)
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_spark_session_applies_spark_conf(tmp_path: Path, env: dict) -> None:
+    """A real local Spark session built with a study's spark_conf carries its settings."""
+    pytest.importorskip("pyspark")
+    import subprocess
+    import sys
+    code = ("from hpsearch.backends.spark import spark_session\n"
+            "s = spark_session('local[1]', conf={'spark.hpsearch.marker': 'm-42', 'spark.task.maxFailures': '3'})\n"
+            "c = s.sparkContext.getConf()\n"
+            "print(c.get('spark.hpsearch.marker'), c.get('spark.task.maxFailures'))\n"
+            "s.stop()\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["m-42", "3"]
