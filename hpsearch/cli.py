@@ -515,8 +515,17 @@ def predict(spec: str, input_path: str, output_path: str, column: str | None, ma
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="hpsearch")
+    """Console-script entry point. Click's own usage errors echo the bad value: masked like ours."""
+    try:
+        code = cli.main(prog_name="hpsearch", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.message = redact(exc.message)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def test_storage_url_password_is_masked_in_the_error(tmp_path: Path, env: dict) 
     url = f"postgresql://hpuser:{PASSWORD}@127.0.0.1:{_closed_port()}/optuna"
     for args in (["run", str(spec), *TINY, "--storage", url], ["show", str(spec), "--storage", url],
                  ["validate", str(spec), "--set", f"storage={url}", "--set", "budget.trials=-1"],
-                 ["run", str(spec), "--storage", url, "--trials", "x"]):
+                 ["run", str(spec), "--storage", url, "--trials", "x"],
+                 ["run", str(spec), "--trials", url], ["show", str(spec), "--nope", url]):
         proc = run_cli(args, env, tmp_path)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert PASSWORD not in proc.stdout + proc.stderr, (args, proc.stderr)
