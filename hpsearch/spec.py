@@ -476,6 +476,8 @@ def _apply_overrides(data: Any, overrides: list[Override], ck: _Checker) -> Any:
         return data  # the root check reports it
     for key, value, label in overrides:
         parts = key.split(".")
+        if parts[:2] == ["execution", "spark_conf"] and len(parts) > 2:   # spark.x.y is one key
+            parts = parts[:2] + [".".join(parts[2:])]
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)

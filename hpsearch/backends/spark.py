@@ -66,7 +66,14 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
         builder = builder.config(f"spark.executorEnv.{var}", "1")
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - Py4J/Spark errors: unreachable master, refused secret
+        from hpsearch.errors import BackendError
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise BackendError(f"cannot start Spark on {master}: {first.strip()[:300]}",
+                           "check the master URL, and that execution.spark_conf (spark.authenticate, "
+                           "its secret, spark.network.crypto.enabled) matches the cluster's") from None
     spark.sparkContext.setLogLevel("FATAL")   # lost tasks are reported by hpsearch, as values
     return spark
 
