@@ -3,13 +3,17 @@
     .venv/bin/python bench/fanout.py            # everything (~5 minutes on 2 cores)
     .venv/bin/python bench/fanout.py --quick    # 10 trials per case, smoke test
     .venv/bin/python bench/fanout.py --json
+    .venv/bin/python bench/fanout.py --connect  # the same on a local Spark Connect server (sc://)
 
 (a) 40 trivial trials (one LeNet batch; for the anchors a function returning x^2) at parallelism 2,
     for hpsearch (with its MLflow runs), hyperopt's SparkTrials, MLflow's MlflowSparkStudy and
     plain Optuna threads (n_jobs=2, no Spark);
 (b) 40 one-second trials (sleep 1 s; ideal: 20 s at parallelism 2), same four;
 (c) real LeNet trials on the bundled sample at parallelism 1 and 2: trials per hour and the ratio.
-All on one SparkSession, warmed by a first job; medians where repeated. Each number is a wall time of
+All on one SparkSession, warmed by a first job; medians where repeated. With --connect the session is
+a Spark Connect one (a local[2] server on loopback started here, as tests/hpsearch/connect_server.py
+does): hpsearch and MlflowSparkStudy run unchanged on it; hyperopt's SparkTrials needs sparkContext
+and is reported as the error it raises. Each number is a wall time of
 the whole sweep as its user sees it, from the call to its return.
 """
 from __future__ import annotations
@@ -120,9 +124,17 @@ def run(args) -> dict:
     out: dict = {"trials": n, "lenet/epochs": args.real_epochs}
     work = Path(tempfile.mkdtemp(prefix="hpsearch-fanout-"))
     t0 = time.perf_counter()
-    spark = spark_session("local[2]", app_name="hpsearch-fanout")
+    server = None
+    if args.connect:
+        sys.path.insert(0, str(HERE.parent / "tests" / "hpsearch"))
+        from connect_server import ConnectServer
+        server = ConnectServer(cores=2, pythonpath=[str(HERE)]).start()
+        spark = spark_session(server.url)
+    else:
+        spark = spark_session("local[2]", app_name="hpsearch-fanout")
+    out["session"] = "connect" if args.connect else "classic"
     out["session_start_s"] = time.perf_counter() - t0
-    spark.sparkContext.parallelize(range(2), 2).count()    # warm the session
+    spark.range(2, numPartitions=2).count()    # warm the session
     hpsearch_sweep(spark, work, "_fanout_recipes:trivial", 2, 2, "warmup")   # warm numba + workers
 
     def case(label, fn):
@@ -153,6 +165,8 @@ def run(args) -> dict:
         out["lenet/speedup_p2_over_p1"] = round(out["lenet/trials_per_hour_p2"] /
                                                 out["lenet/trials_per_hour_p1"], 2)
     spark.stop()
+    if server is not None:
+        server.stop()
     return out
 
 
@@ -163,13 +177,14 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated substrings of the cases to run")
     ap.add_argument("--real-trials", type=int, default=8, help="LeNet trials per parallelism")
     ap.add_argument("--real-epochs", type=int, default=12, help="epochs of each LeNet trial")
+    ap.add_argument("--connect", action="store_true", help="a Spark Connect session (local server)")
     args = ap.parse_args()
     out = run(args)
     if args.json:
         print(json.dumps(out, indent=1))
         return
     n = out["trials"]
-    print(f"orchestration on one warm local[2] session, parallelism 2, {n} trials per case")
+    print(f"orchestration on one warm local[2] {out['session']} session, parallelism 2, {n} trials per case")
     print(f"(session start {out['session_start_s']:.1f} s, not counted)")
     for tag, ideal in (("trivial", 0.0), ("1s", n / 2)):
         print(f"\n{tag} trials" + (f" (ideal {ideal:.0f} s)" if ideal else ""))

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, redact
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 from hpsearch.study import Observer, Progress, SweepSummary, TrialSummary
 
@@ -88,7 +88,7 @@ class PlainLog(Observer):
         self.t0 = time.monotonic()
 
     def note(self, text: str) -> None:
-        click.echo(text)
+        click.echo(redact(text))
 
     def finished(self, result: TrialResult, progress: Progress) -> None:
         what = {COMPLETE: "complete", PRUNED: "pruned", FAILED: "FAILED"}[result.state]
@@ -133,7 +133,7 @@ class LiveView(Observer):
                              f" | elapsed {_fmt_seconds(elapsed)} | ETA {_fmt_seconds(eta)}")
 
     def note(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(redact(text), markup=False, highlight=False)
 
     def started(self, task: TrialTask, progress: Progress) -> None:
         self.progress = progress
@@ -175,10 +175,10 @@ def _print_summary(summary: SweepSummary) -> None:
     if summary.top:
         console.print(_trials_table(f"top {len(summary.top)} trials by {summary.metric} "
                                     f"({summary.direction})", list(summary.top), summary.metric))
-    click.echo(f"Optuna storage: {summary.storage}")
+    click.echo(f"Optuna storage: {redact(summary.storage)}")
     if summary.tracking_uri:
         from hpsearch.tracking import ui_command
-        click.echo(f"MLflow: {ui_command(summary.tracking_uri)}")
+        click.echo(f"MLflow: {redact(ui_command(summary.tracking_uri))}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -396,14 +396,14 @@ def _print_trained(out: Any, metric: str) -> None:
                    f"loss={_fmt_value(h.get('loss'))} {h.get('samples_per_s', 0):.0f} samples/s "
                    f"(sync {h.get('sync_s', 0):.2f}s)")
     if r.state != COMPLETE:
-        click.echo(f"training {r.state}: {r.reason}", err=True)
+        click.echo(f"training {r.state}: {redact(r.reason)}", err=True)
     click.echo(f"{r.state} in {_fmt_seconds(r.seconds)} on {out.workers} worker(s), averaging every "
                f"{out.sync_every} step(s)")
     if out.output:
         click.echo(f"model saved to {out.output}")
     if out.run_id:
         from hpsearch.tracking import ui_command
-        click.echo(f"MLflow run: {out.run_id} ({ui_command(out.tracking_uri)})")
+        click.echo(f"MLflow run: {out.run_id} ({redact(ui_command(out.tracking_uri))})")
     if r.state != COMPLETE:
         raise click.exceptions.Exit(1)
 
@@ -469,7 +469,8 @@ def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: 
         raise SpecError(spec, "schedule.cron", "no cron expression is set",
                         "give --cron EXPR (e.g. --cron '0 2 * * *'), schedule.cron in the file, or --once")
     scheduler = Scheduler(study, cron=plan.cron, trials_per_run=plan.trials_per_run,
-                          max_runs=plan.max_runs, observer=PlainLog, log=click.echo)
+                          max_runs=plan.max_runs, observer=PlainLog,
+                          log=lambda text: click.echo(redact(text)))
     _sigterm_as_interrupt()
     try:
         if once:
@@ -514,8 +515,17 @@ def predict(spec: str, input_path: str, output_path: str, column: str | None, ma
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="hpsearch")
+    """Console-script entry point. Click's own usage errors echo the bad value: masked like ours."""
+    try:
+        code = cli.main(prog_name="hpsearch", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.message = redact(exc.message)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

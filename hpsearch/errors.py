@@ -7,6 +7,34 @@ Every error is one line: ``<where>: <what is wrong>; <hint>``. The CLI prints it
 """
 from __future__ import annotations
 
+import re
+from typing import Any
+
+# scheme://user:PASSWORD@host: the password runs to the last '@' before the host (raw '@'s in it too)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@'\"]*:)[^\s/'\"]*@")
+# ...?password=...&token=... in a URL's query string
+_QUERY_SECRET = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd|secret|token|access_token|api_key)=)"
+                           r"[^&;\s'\"]*", re.IGNORECASE)
+# a setting whose name says it is a secret: spark.authenticate.secret: X, --set ...password=X
+_NAMED_SECRET = re.compile(r"(?P<head>\b[\w.\-]*(?:secret|password|passwd)[\w.\-]*['\"]?[ \t]*[:=][ \t]*)"
+                           r"(?!\*\*\*)(?:'[^'\n]*'|\"[^\"\n]*\"|[^\s,;'\"}\]]+)", re.IGNORECASE)
+
+
+def redact(text: Any) -> str:
+    """``text`` (a URL, or any text holding URLs) with every password masked as ``***``.
+
+    ``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``; the user name, host and
+    path stay readable, and so does a query string except its password/token values. The value of a
+    setting whose name holds ``secret`` or ``password`` (``spark.authenticate.secret: X``,
+    ``--set ...password=X``) is masked too. Applied to every
+    error message, to what the CLI prints about storage and tracking, and to what hpsearch logs to
+    MLflow (params, tags, the study file artifact).
+    """
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", str(text))
+    text = _QUERY_SECRET.sub(lambda m: m.group("head") + "***", text)
+    return _NAMED_SECRET.sub(lambda m: m.group("head") + "***", text)
+
+
 
 class HpsearchError(Exception):
     """Root of every error hpsearch raises about the user's input or setup.
@@ -19,8 +47,8 @@ class HpsearchError(Exception):
     exit_code = 2
 
     def __init__(self, problem: str, hint: str | None = None) -> None:
-        self.problem = " ".join(str(problem).split())
-        self.hint = " ".join(str(hint).split()) if hint else None
+        self.problem = redact(" ".join(str(problem).split()))
+        self.hint = redact(" ".join(str(hint).split())) if hint else None
         super().__init__(self.line())
 
     def where(self) -> str:

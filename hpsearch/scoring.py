@@ -103,6 +103,13 @@ def model_kind(model: Any) -> str:
                         f"{model.input_shape} is neither classes nor a reconstruction")
 
 
+def _input_size(model: Any) -> int:
+    size = 1
+    for d in model.input_shape:
+        size *= int(d)
+    return size
+
+
 def _pixel_scaling(kind: str) -> tuple[float, float]:
     from nets import models
     if kind == IMAGE:
@@ -325,29 +332,68 @@ def register_udf(spark: Any, source: Any, name: str = "predict", *,
     return udf
 
 
-def _check_input(path: str, column: str, kind: str, net: str) -> None:
-    """The input's column exists and has the net's type (read from the Parquet footer, no Spark)."""
+def _check_input(path: str, column: str, kind: str, net: str, size: int) -> None:
+    """The input's column exists, has the net's type, holds rows, and (pixels) every row holds
+    ``size`` finite numbers; read with pyarrow one batch at a time before Spark starts."""
     import pyarrow as pa
     import pyarrow.dataset as ds
     try:
-        schema = ds.dataset(path, format="parquet").schema
+        dataset = ds.dataset(path, format="parquet")
+        schema = dataset.schema
     except (OSError, pa.ArrowException) as exc:
         raise HpsearchError(f"--input {path}: cannot read it as Parquet: "
                             f"{' '.join(str(exc).split())[:200]}") from None
     if column not in schema.names:
         raise HpsearchError(f"--input {path} has no column '{column}' (it has: "
-                            f"{', '.join(schema.names)})", "name the input column with --column C")
+                            f"{', '.join(schema.names) or 'none'})", "name the input column with --column C")
     t = schema.field(column).type
     if kind in (IMAGE, RECONSTRUCT):
         ok = (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
             pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))
-        want = "an array of numbers (784 raw 0..255 pixel values)"
+        want = f"an array of numbers ({size} raw 0..255 pixel values)"
     else:
         ok = pa.types.is_string(t) or pa.types.is_large_string(t)
         want = "text (string)"
     if not ok:
         raise HpsearchError(f"column '{column}' of {path} is {t}; {net} takes {want}",
                             "see hpsearch.scoring for each net's input format")
+    try:
+        rows = _scan_rows(dataset, column, size if kind in (IMAGE, RECONSTRUCT) else None)
+    except (OSError, pa.ArrowException) as exc:
+        raise HpsearchError(f"--input {path}: cannot read column '{column}': "
+                            f"{' '.join(str(exc).split())[:200]}") from None
+    except ValueError as exc:
+        raise HpsearchError(f"--input {path}: column '{column}' {exc}",
+                            f"{net} takes {want} per row (null rows give a null prediction)") from None
+    if rows == 0:
+        raise HpsearchError(f"--input {path} has no rows; nothing to score")
+
+
+def _scan_rows(dataset: Any, column: str, size: int | None) -> int:
+    """Rows of ``column``; with ``size``: ValueError at the first row that is not ``size`` finite numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    rows = 0
+    for batch in dataset.to_batches(columns=[column], batch_size=4096):
+        arr = batch.column(0)
+        if size is not None and len(arr):
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+            nulls = arr.is_null().to_numpy(zero_copy_only=False)
+            bad = [i for i in (lengths != size).nonzero()[0] if not nulls[i]]
+            if bad:
+                raise ValueError(f"row {rows + bad[0]} holds {int(lengths[bad[0]])} values, not {size}")
+            values = pc.list_flatten(arr)
+            if pa.types.is_floating(values.type):
+                finite = pc.is_finite(values).to_numpy(zero_copy_only=False)
+                if not finite.all():
+                    row = pc.list_parent_indices(arr).to_numpy()[int((~finite).argmax())]
+                    raise ValueError(f"row {rows + int(row)} holds NaN or an infinity")
+            if values.null_count:
+                row = pc.list_parent_indices(arr).to_numpy()[int(values.is_null().to_numpy(
+                    zero_copy_only=False).argmax())]
+                raise ValueError(f"row {rows + int(row)} holds a null pixel value")
+        rows += len(arr)
+    return rows
 
 
 def predict_parquet(spec: StudySpec, input_path: str, output_path: str, column: str | None = None,
@@ -364,13 +410,14 @@ def predict_parquet(spec: StudySpec, input_path: str, output_path: str, column: 
     if Path(output_path).exists():
         raise HpsearchError(f"--output {output_path} already exists", "remove it or choose another path")
     weights = load_weights(spec)
-    kind = model_kind(model_from_bytes(weights.data))
+    model = model_from_bytes(weights.data)
+    kind = model_kind(model)
     column = column or DEFAULT_COLUMNS[kind]
-    _check_input(str(input_path), column, kind, spec.net)
+    _check_input(str(input_path), column, kind, spec.net, _input_size(model))
     if spark is None:
         from hpsearch.backends.spark import spark_session
         spark = spark_session(master or spec.execution.master, spec.execution.parallelism,
-                              app_name=f"hpsearch predict {spec.name}")
+                              app_name=f"hpsearch predict {spec.name}", conf=spec.execution.spark_conf)
     udf = register_udf(spark, weights, name="hpsearch_" + re.sub(r"\W", "_", spec.name))
     from pyspark.sql.functions import col
     df = spark.read.parquet(str(input_path))

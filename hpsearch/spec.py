@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, redact
 from hpsearch.samplers import PRUNERS, SAMPLERS, grid_values
 from hpsearch.space import ParamSpec
 
@@ -50,6 +50,12 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _NET_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
 _UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+
+MAX_STUDY_BYTES = 1 << 20
+"""A study file larger than this (1 MiB) is refused before it is read."""
+MAX_YAML_NODES = 100_000
+"""A study file (or ``--set`` value) whose values, aliases expanded, number more is refused."""
 
 
 # --------------------------------------------------------------------------- the frozen spec
@@ -105,6 +111,7 @@ class ExecutionSpec:
     data_parallel: DataParallelSpec | None = None   # None: one task (one core) per trial
     report_host: str | None = None      # the address tasks dial for the pruning channel (None: auto)
     report_bind: str | None = None      # the address the channel listens on (None: report_host)
+    spark_conf: dict[str, str] = field(default_factory=dict)   # Spark settings; values never shown
 
 
 @dataclass(frozen=True)
@@ -181,7 +188,7 @@ class StudySpec:
             "pruner": self.pruner.name, "pruner_options": dict(self.pruner.options),
             "trials": self.budget.trials, "timeout_s": self.budget.timeout_s,
             "backend": self.execution.backend, "parallelism": self.execution.parallelism,
-            "storage": self.storage, "seed": self.seed, "epochs": self.epochs,
+            "storage": redact(self.storage), "seed": self.seed, "epochs": self.epochs,
         }
 
 
@@ -200,12 +207,29 @@ def parse_overrides(items: Iterable[str], file: str) -> list[Override]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise SpecError(file, "", f"--set {item!r} is not KEY=VALUE",
                             "write e.g. --set fixed.epochs=2 or --set budget.trials=20")
-        try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out.append((key, value, f"--set {item}"))
+        secret = key == "execution.spark_conf" or key.startswith("execution.spark_conf.")
+        label = f"--set {key}=***" if secret else f"--set {item}"   # Spark settings may be secrets
+        out.append((key, _override_value(raw, file, key), label))
     return out
+
+
+def _override_value(raw: str, file: str, key: str) -> Any:
+    """A ``--set`` value read as YAML (a scalar, list or mapping); text that is not YAML stays text."""
+    if not raw.strip():
+        return None
+    if len(raw) > MAX_STUDY_BYTES:
+        raise SpecError(file, key, f"the --set value is {len(raw):,} characters; at most "
+                        f"{MAX_STUDY_BYTES:,} are allowed", "put long settings in the study file")
+    _check_printable(raw, file, key)
+    loader = None
+    try:
+        loader, node = _compose(raw, file, key)
+        return loader.construct_document(node) if node is not None else None
+    except (yaml.YAMLError, RecursionError):
+        return raw
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_spec(path: str | Path, overrides: Sequence[Override] | Mapping[str, Any] = (), *,
@@ -276,28 +300,101 @@ _Loader.add_implicit_resolver(
 
 
 def _read_text(path: Path, file: str) -> str:
+    """The file's text: at most MAX_STUDY_BYTES of UTF-8 YAML, no NUL or control characters."""
     if not path.exists():
         raise SpecError(file, "", "file not found", "check the path of the study file")
     if path.is_dir():
         raise SpecError(file, "", "is a directory, expected a study YAML file")
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if size > MAX_STUDY_BYTES:
+            _too_big(file, size)
+        with path.open("rb") as f:
+            raw = f.read(MAX_STUDY_BYTES + 1)       # a special file (/dev/zero) has no size
     except OSError as exc:
         raise SpecError(file, "", f"cannot read the file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_STUDY_BYTES:
+        _too_big(file, None)
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(file, "", f"is not UTF-8 text (byte offset {exc.start})",
-                        "a study file is YAML text") from None
+                        "a study file is YAML text; save it as UTF-8") from None
+    _check_printable(text, file, "")
+    return text
+
+
+def _too_big(file: str, size: int | None) -> NoReturn:
+    what = f"is {size:,} bytes" if size is not None else "is longer"
+    raise SpecError(file, "", f"{what}; a study file may hold at most {MAX_STUDY_BYTES:,} bytes",
+                    "a study is a short YAML document: is this the right file?")
+
+
+def _check_printable(text: str, file: str, key: str) -> None:
+    """Refuse a NUL byte or a control character YAML does not allow, naming its byte offset."""
+    bad = _NON_PRINTABLE.search(text)
+    if bad is None:
+        return
+    char = bad.group()
+    offset = len(text[:bad.start()].encode("utf-8"))
+    line = text.count("\n", 0, bad.start()) + 1
+    what = "a NUL byte" if char == "\0" else f"the control character U+{ord(char):04X}"
+    hint = "is this a binary file? a study file is YAML text" if char == "\0" else \
+        "remove it; a study file is plain YAML text"
+    raise SpecError(file, key, f"holds {what} at byte offset {offset} (line {line})", hint)
+
+
+def _compose(text: str, file: str, key: str = "") -> Any:
+    """The YAML node graph of ``text``, refusing alias bombs and recursive anchors."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _count_nodes(node, {}, file, key)
+        return loader, node
+    except BaseException:
+        loader.dispose()
+        raise
+
+
+def _count_nodes(node: Any, sizes: dict[int, int], file: str, key: str) -> int:
+    """Nodes in the document with every alias expanded (memoised: linear in the file's size)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        if known < 0:
+            raise SpecError(file, key, "an alias refers to the anchor it is inside (a recursive "
+                            "structure)", "a study file holds plain data: remove that alias",
+                            line=None if key else node.start_mark.line + 1)
+        return known
+    sizes[id(node)] = -1
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        total += sum(_count_nodes(k, sizes, file, key) + _count_nodes(v, sizes, file, key)
+                     for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total += sum(_count_nodes(v, sizes, file, key) for v in node.value)
+    if total > MAX_YAML_NODES:
+        raise SpecError(file, key, f"expands to more than {MAX_YAML_NODES:,} values once its "
+                        "aliases (*name) are resolved (a YAML bomb?)",
+                        "a study file is small: write the values out or use fewer aliases")
+    sizes[id(node)] = total
+    return total
 
 
 def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     """The document and a map key-path -> line; broken YAML raises SpecError with its line."""
-    loader = _Loader(text)
+    loader = None
     try:
-        node = loader.get_single_node()
+        loader, node = _compose(text, file)
         lines = _key_lines(node, (), {}, file)
         data = loader.construct_document(node) if node is not None else None
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        tag = re.search(r"tag '([^']*)'", str(exc.problem))
+        what = f"the tag {_short_tag(tag.group(1))}" if tag else "a tag"
+        raise SpecError(file, f"line {line}" if line else "", f"{what} is not allowed",
+                        "a study file holds plain YAML data (no Python objects or custom tags): "
+                        "remove the tag") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -309,8 +406,15 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     except RecursionError:
         raise SpecError(file, "", "broken YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:python/object`` -> ``!!python/object`` (as the user wrote it)."""
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag[len(prefix):] if tag.startswith(prefix) else tag
 
 
 def _key_lines(node: Any, path: tuple, lines: dict[tuple, int], file: str) -> dict[tuple, int]:
@@ -374,6 +478,8 @@ def _apply_overrides(data: Any, overrides: list[Override], ck: _Checker) -> Any:
         return data  # the root check reports it
     for key, value, label in overrides:
         parts = key.split(".")
+        if parts[:2] == ["execution", "spark_conf"] and len(parts) > 2:   # spark.x.y is one key
+            parts = parts[:2] + [".".join(parts[2:])]
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -870,7 +976,7 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
     d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel",
-                                           "report_host", "report_bind"))
+                                           "report_host", "report_bind", "spark_conf"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
@@ -878,7 +984,47 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     master = ck.string(d.get("master"), ("execution", "master"), optional=True)
     data_parallel = _data_parallel(ck, d.get("data_parallel"), backend)
     report = [ck.string(d.get(k), ("execution", k), optional=True) for k in ("report_host", "report_bind")]
-    return ExecutionSpec(backend, parallelism, master, data_parallel, *report)
+    spark_conf = _spark_conf(ck, d.get("spark_conf"))
+    return ExecutionSpec(backend, parallelism, master, data_parallel, *report, spark_conf=spark_conf)
+
+
+_SPARK_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+def _spark_conf(ck: _Checker, value: Any) -> dict[str, str]:
+    """``execution.spark_conf``: Spark settings (``spark.x.y: scalar``, dotted keys or nested
+    mappings) for the session hpsearch creates. Values may be secrets: no message shows one."""
+    path = ("execution", "spark_conf")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        ck.fail(path, f"must be a mapping of Spark settings; got {_kind(value)}",
+                "write e.g. spark_conf: {spark.authenticate: true, spark.network.crypto.enabled: true}")
+    out: dict[str, str] = {}
+    for key, item in _flat_items(value, ""):
+        if not _SPARK_KEY_RE.match(key):
+            ck.fail(path, f"{_key_text(key)} is not a Spark setting name",
+                    "names are dotted and start with spark., e.g. spark.authenticate")
+        if isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, (str, int, float)) and not (isinstance(item, float) and not math.isfinite(item)):
+            out[key] = str(item)
+        else:
+            ck.fail(path + (key,), f"must be a string, a number or true/false; got {_kind(item)} "
+                    "(the value is not shown: it may be a secret)")
+    return out
+
+
+def _flat_items(value: dict, prefix: str) -> list[tuple[str, Any]]:
+    """``{spark: {authenticate: true}}`` -> ``[("spark.authenticate", True)]``."""
+    items: list[tuple[str, Any]] = []
+    for key, item in value.items():
+        name = f"{prefix}{key}" if isinstance(key, str) else repr(key)
+        if isinstance(item, dict) and isinstance(key, str) and item:
+            items += _flat_items(item, name + ".")
+        else:
+            items.append((name, item))
+    return items
 
 
 def _data_parallel(ck: _Checker, value: Any, backend: str) -> DataParallelSpec | None:

@@ -410,6 +410,10 @@ class _Sweep:
         dists = distributions(spec.space) if self.space is None else None
         if spec.execution.backend == "spark" and self.spark is None:
             self.note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
+            if spec.execution.spark_conf:             # the session, with the study's settings
+                from hpsearch.backends.spark import spark_session
+                self.spark = spark_session(spec.execution.master, spec.execution.parallelism,
+                                           app_name=f"hpsearch {spec.name}", conf=spec.execution.spark_conf)
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
                                data=data, master=spec.execution.master, study_name=spec.name,
                                spark=self.spark, data_parallel=spec.execution.data_parallel)

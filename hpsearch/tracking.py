@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, redact
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult
 
 if TYPE_CHECKING:
@@ -66,6 +66,30 @@ def check_reachable(uri: str | None) -> None:
         raise HpsearchError(f"the MLflow tracking server {uri} does not answer: "
                             f"{' '.join(str(exc).split())[:200]}",
                             "start it, or check --tracking-uri / MLFLOW_TRACKING_URI") from None
+    _check_credentials(uri)
+
+
+def _check_credentials(uri: str) -> None:
+    """One authenticated read, with the credentials MLflow itself will send (MLFLOW_TRACKING_USERNAME
+    and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN): a server with authentication that
+    refuses them fails the run here, before the study store exists. ``/health`` needs no login."""
+    from mlflow.tracking import MlflowClient
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error
+        status = getattr(exc, "get_http_status_code", lambda: None)()
+        code = str(getattr(exc, "error_code", ""))
+        if status == 401 or code == "UNAUTHENTICATED" or "401" in str(exc)[:200]:
+            raise HpsearchError(f"the MLflow tracking server {uri} refused the credentials (HTTP 401)",
+                                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                                "(or MLFLOW_TRACKING_TOKEN) to a user of that server") from None
+        if status == 403 or code == "PERMISSION_DENIED":
+            raise HpsearchError(f"the MLflow tracking server {uri}: the user "
+                                f"{os.environ.get('MLFLOW_TRACKING_USERNAME', '(none)')!r} may not read "
+                                "experiments (HTTP 403)", "ask its admin for permissions") from None
+        raise HpsearchError(f"the MLflow tracking server {uri} answers, but not as MLflow: "
+                            f"{' '.join(str(exc).split())[:200]}",
+                            "check --tracking-uri / MLFLOW_TRACKING_URI") from None
 
 
 def ui_command(uri: str) -> str:
@@ -280,15 +304,15 @@ class Tracker:
              extra: list[Any] = ()) -> None:
         from mlflow.entities import Metric, Param, RunTag
         now = int(time.time() * 1000)
-        ps = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
+        ps = [Param(k, redact(_param_text(v))) for k, v in (params or {}).items()]   # no passwords
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] + list(extra)
-        ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        ts = [RunTag(k, redact(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(ms), 1), 900):  # MLflow caps a batch at 1000 metrics
             self.client.log_batch(run_id, metrics=ms[i:i + 900], params=ps if i == 0 else [],
                                   tags=ts if i == 0 else [])
 
     def _artifact_text(self, run_id: str, text: str, name: str, folder: str | None) -> None:
-        self._artifact_bytes(run_id, text.encode("utf-8"), name, folder)
+        self._artifact_bytes(run_id, redact(text).encode("utf-8"), name, folder)
 
     def _artifact_bytes(self, run_id: str, data: bytes, name: str, folder: str | None) -> None:
         with tempfile.TemporaryDirectory(prefix="hpsearch-") as tmp:

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import replace
@@ -85,10 +85,11 @@ def _env_defaults(values: dict[str, str]) -> Iterator[None]:
 
 
 def spark_session(master: str | None = None, parallelism: int | None = None,
-                  app_name: str = "hpsearch") -> Any:
+                  app_name: str = "hpsearch", conf: Mapping[str, str] | None = None) -> Any:
     """Get or create the SparkSession: Spark Connect for ``sc://`` masters, classic otherwise.
 
-    Local masters bind every endpoint (driver, UI) to 127.0.0.1.
+    Local masters bind every endpoint (driver, UI) to 127.0.0.1. ``conf``: more Spark settings (a
+    study's ``execution.spark_conf``), applied last; never logged.
     """
     if master is not None and master.startswith("sc://"):
         return _connect_session(master)
@@ -108,8 +109,16 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
                    .config("spark.driver.bindAddress", "127.0.0.1"))
     for var in THREAD_VARS:
         builder = builder.config(f"spark.executorEnv.{var}", "1")
-    with _env_defaults(env):
-        spark = builder.getOrCreate()
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    try:
+        with _env_defaults(env):
+            spark = builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - Py4J/Spark errors: unreachable master, refused secret
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise BackendError(f"cannot start Spark on {master}: {first.strip()[:300]}",
+                           "check the master URL, and that execution.spark_conf (spark.authenticate, "
+                           "its secret, spark.network.crypto.enabled) matches the cluster's") from None
     spark.sparkContext.setLogLevel("FATAL")   # lost tasks are reported by hpsearch, as values
     return spark
 

@@ -11,6 +11,8 @@ message is one line naming the file and the problem.
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,10 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 _NDIM = {IMAGES_MAGIC: 3, LABELS_MAGIC: 1}
 _GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+MAX_IDX_BYTES = 1 << 31
+"""An IDX file whose header claims more data bytes than this (2 GiB) is refused before reading."""
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -58,28 +64,28 @@ class MnistData:
 
 # --------------------------------------------------------------------------- IDX files
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's contents, raising DataError if it is missing or unreadable."""
+def _check_file(path: Path) -> None:
+    """Raise DataError if ``path`` is missing or a directory."""
     if not path.exists():
         raise DataError(path, "file not found", hint="check the path")
     if path.is_dir():
         raise DataError(path, "is a directory, expected an IDX file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read file: {exc.strerror or exc}") from exc
 
 
-def _decompress(path: Path, raw: bytes) -> bytes:
-    """Gunzip ``raw`` when it starts with the gzip magic; otherwise return it unchanged."""
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(path, f"corrupt gzip stream ({detail})",
-                        hint="re-download the file or replace it with the raw IDX file") from exc
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _read_upto(stream, n: int) -> bytearray:
+    """Up to ``n`` bytes of ``stream``, read in chunks: memory grows only with what is really there."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = stream.read(min(_CHUNK, n - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def _parse_header(path: Path, data: bytes, where: str) -> tuple[int, tuple[int, ...]]:
@@ -105,20 +111,47 @@ def _parse_header(path: Path, data: bytes, where: str) -> tuple[int, tuple[int, 
     return magic, dims
 
 
-def _check_length(path: Path, data: bytes, dims: tuple[int, ...], where: str) -> int:
-    """Check the data after the header is exactly prod(dims) bytes; return the header length."""
-    header_len = 4 + 4 * len(dims)
-    expected_end = header_len + int(np.prod(dims, dtype=np.int64))
+def _check_claim(path: Path, dims: tuple[int, ...]) -> int:
+    """The data bytes the header claims; refuse a claim above MAX_IDX_BYTES before reading it."""
+    need = math.prod(dims)
+    if need > MAX_IDX_BYTES:
+        shape = "x".join(str(d) for d in dims)
+        raise DataError(path, f"header claims dims {shape}, {need:,} bytes of data; more than the "
+                              f"{MAX_IDX_BYTES:,} bytes nets reads from one IDX file", offset=4,
+                        hint="is the header corrupt?")
+    return need
+
+
+def _truncated(path: Path, end: int, dims: tuple[int, ...], expected_end: int, where: str) -> DataError:
     shape = "x".join(str(d) for d in dims)
-    if len(data) < expected_end:
-        raise DataError(path, f"truncated data: {where} ends at byte {len(data)} but dims {shape} "
-                              f"need it to end at byte {expected_end}", offset=len(data),
-                        hint="re-download the file")
-    if len(data) > expected_end:
-        raise DataError(path, f"{len(data) - expected_end} unexpected bytes after the data: "
-                              f"{where} is {len(data)} bytes but dims {shape} need {expected_end}",
+    return DataError(path, f"truncated data: {where} ends at byte {end} but dims {shape} need it to "
+                           f"end at byte {expected_end}", offset=end, hint="re-download the file")
+
+
+def _read_idx(path: Path, stream, size: int | None) -> np.ndarray:
+    """Header, then exactly the data it claims; ``size``: the raw file's size (None when gzipped)."""
+    where = "the file" if size is not None else "the decompressed stream"
+    head = _read_upto(stream, 16)
+    _, dims = _parse_header(path, bytes(head), where)
+    header_len = 4 + 4 * len(dims)
+    need = _check_claim(path, dims)
+    expected_end = header_len + need
+    shape = "x".join(str(d) for d in dims)
+    if size is not None and size < expected_end:
+        raise _truncated(path, size, dims, expected_end, where)
+    if size is not None and size > expected_end:
+        raise DataError(path, f"{size - expected_end} unexpected bytes after the data: {where} is "
+                              f"{size} bytes but dims {shape} need {expected_end}",
                         offset=expected_end, hint="is the header's count wrong?")
-    return header_len
+    data = head[header_len:expected_end]
+    data += _read_upto(stream, need - len(data))
+    if len(data) < need:
+        raise _truncated(path, header_len + len(data), dims, expected_end, where)
+    if len(head) > expected_end or stream.read(1):
+        raise DataError(path, f"{where} goes on past byte {expected_end}, where dims {shape} end "
+                              "(it inflates to more than its header declares)", offset=expected_end,
+                        hint="is the header's count wrong?")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def load_idx(path: str | Path) -> np.ndarray:
@@ -127,15 +160,26 @@ def load_idx(path: str | Path) -> np.ndarray:
     Images (magic 2051) come back as (count, rows, cols), labels (magic 2049) as (count,).
     Raises DataError if the file is missing, not gzip-decodable, or its header or length
     is wrong; offsets in messages refer to the decompressed stream for gzipped files.
+    Memory stays bounded whatever the file holds: a header claiming more than MAX_IDX_BYTES
+    is refused before any data is read, a raw file's size is checked against its header
+    first, and a gzip stream is inflated in chunks and never past what its header declares.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    data = _decompress(path, raw)
-    where = "the decompressed stream" if data is not raw else "the file"
-    _, dims = _parse_header(path, data, where)
-    header_len = _check_length(path, data, dims, where)
-    flat = np.frombuffer(data, dtype=np.uint8, offset=header_len)
-    return flat.reshape(dims).copy()
+    _check_file(path)
+    try:
+        gz = _is_gzip(path)
+        if not gz:
+            with path.open("rb") as f:
+                return _read_idx(path, f, os.fstat(f.fileno()).st_size)
+    except OSError as exc:
+        raise DataError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    try:
+        with gzip.open(path, "rb") as f:
+            return _read_idx(path, f, None)
+    except (OSError, EOFError, zlib.error) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(path, f"corrupt gzip stream ({detail})",
+                        hint="re-download the file or replace it with the raw IDX file") from exc
 
 
 # --------------------------------------------------------------------------- MNIST directory

@@ -41,6 +41,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _LM_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[^\sa-z0-9]")
 
+MAX_LINE_CHARS = 1 << 20
+"""A GloVe line longer than this (1 Mi characters; 300 dimensions take about 3,000) is refused."""
+
 
 @dataclass(eq=False)
 class TokenSplit(Split):
@@ -182,7 +185,7 @@ def read_glove(path, vocab: list[str], seed: int = 0) -> tuple[np.ndarray, int]:
     except OSError as e:
         raise DataError(path, f"cannot read GloVe vectors ({e.strerror or e})") from None
     with f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in _capped_lines(f, path):
             parts = line.rstrip("\n").rstrip().split(" ")
             if len(parts) == 1 and not parts[0]:
                 continue
@@ -212,6 +215,21 @@ def read_glove(path, vocab: list[str], seed: int = 0) -> tuple[np.ndarray, int]:
     rng = np.random.default_rng(seed)
     table[missing] = rng.normal(0.0, scale or 0.1, (len(missing), d)).astype(np.float32)
     return table, len(rows)
+
+
+def _capped_lines(f, path: Path):
+    """(line number, line) of a text file; a line longer than MAX_LINE_CHARS raises DataError
+    after reading only that much of it (a file that is one giant line does not fill memory)."""
+    lineno = 0
+    while True:
+        line = f.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+            raise DataError(path, f"line longer than {MAX_LINE_CHARS:,} characters; a GloVe line is "
+                                  "'word v1 ... vd'", line=lineno, hint="is this a GloVe text file?")
+        yield lineno, line
 
 
 def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000, skip_top: int = 10,

@@ -1,0 +1,148 @@
+"""A real MLflow tracking server with authentication (``mlflow server --app-name basic-auth``) on
+loopback, started here with a fresh auth config and database (issue 15, acceptance 2).
+
+The standard ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` log a sweep; wrong or missing
+ones fail before any trial with one line, exit 2, and no Optuna store. Neither the admin password nor
+a storage URL's password appears in any output, the server's log, or any MLflow param or tag.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, lenet_dict, run_cli, write_study
+
+pytestmark = pytest.mark.slow
+
+STORAGE_PASSWORD = "st0rage-" + secrets.token_hex(6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """(url, admin password, server log path) of a basic-auth MLflow server on 127.0.0.1."""
+    import requests
+    mlflow_exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if mlflow_exe is None:
+        pytest.skip("no mlflow executable")
+    pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) is needed for --app-name basic-auth")
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    password = "adm-" + secrets.token_hex(8)
+    ini = root / "basic_auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
+                   f"admin_password = {password}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(key, None)
+    log = root / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([mlflow_exe, "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", "1",
+                                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                                 "--artifacts-destination", str(root / "artifacts")],
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the MLflow auth server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, password, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)             # the server and its uvicorn worker
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _env(env: dict, user: str | None, password: str | None) -> dict:
+    e = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
+                                                      "MLFLOW_TRACKING_PASSWORD")}
+    e["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    if user is not None:
+        e["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        e["MLFLOW_TRACKING_PASSWORD"] = password
+    return e
+
+
+@pytest.mark.parametrize("user, password", [("admin", "wrong-password"), (None, None), ("nobody", "x")])
+def test_wrong_credentials_fail_before_any_trial(auth_server, tmp_path: Path, env: dict, user, password) -> None:
+    url, admin_password, _ = auth_server
+    spec = write_study(tmp_path, "authbad", lenet_dict(budget={"trials": 2}))
+    proc = run_cli(["run", str(spec), *TINY, "--tracking-uri", url], _env(env, user, password), tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert "refused the credentials" in lines[0], proc.stderr
+    assert "MLFLOW_TRACKING_USERNAME" in lines[0] and "Traceback" not in proc.stderr
+    assert proc.stdout == ""                                 # no trial line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["authbad.yaml"]   # no Optuna store
+    if password:
+        assert password not in proc.stdout + proc.stderr
+    assert admin_password not in proc.stdout + proc.stderr
+
+
+def test_a_sweep_logs_with_the_right_credentials_and_no_password_leaks(auth_server, tmp_path: Path,
+                                                                       env: dict) -> None:
+    url, admin_password, log = auth_server
+    spec = write_study(tmp_path, "authok", lenet_dict(budget={"trials": 2}))
+    storage_url = f"postgresql://optuna:{STORAGE_PASSWORD}@db.example.com/optuna"
+    e = _env(env, "admin", admin_password)
+    proc = run_cli(["run", str(spec), *TINY, "--tracking-uri", url,
+                    "--set", f"description=shared store {storage_url}"], e, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "trial 1 " in proc.stdout
+
+    from mlflow import MlflowClient
+    old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=admin_password)
+    try:
+        client = MlflowClient(url)
+        exp = client.get_experiment_by_name("authok")
+        runs = client.search_runs([exp.experiment_id], max_results=100)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    kinds = sorted(r.data.tags.get("hpsearch.kind") for r in runs)
+    assert kinds == ["sweep", "trial", "trial"], kinds
+    children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+    assert all(r.data.metrics for r in children)           # per-epoch metrics reached the server
+
+    shown = proc.stdout + proc.stderr + log.read_text(errors="replace")
+    for secret in (admin_password, STORAGE_PASSWORD):
+        assert secret not in shown
+        for run in runs:
+            for value in [*run.data.params.values(), *run.data.tags.values()]:
+                assert secret not in value, (run.info.run_id, value)
+    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    assert "optuna:***@db.example.com" in parent.data.params["overrides"]
