@@ -31,7 +31,7 @@ from hpsearch.scoring import DEFAULT_COLUMNS, IMAGE, LM, RECONSTRUCT, TEXT, mode
 CODE = Path(__file__).with_name("mlflow_pyfunc.py")
 WEIGHTS = "weights"                      # the artifact key of the .npz in the model directory
 OUTPUT_TYPES = {IMAGE: "long", RECONSTRUCT: "double", TEXT: "string", LM: "double"}
-_DTYPES = {IMAGE: "Int64", RECONSTRUCT: "float64", TEXT: "object", LM: "float64"}
+_DTYPES = {IMAGE: "int64", RECONSTRUCT: "float64", TEXT: "object", LM: "float64"}
 
 
 class NetsModel(mlflow.pyfunc.PythonModel):
@@ -46,8 +46,16 @@ class NetsModel(mlflow.pyfunc.PythonModel):
         from hpsearch.scoring import score
         values = _column(model_input, DEFAULT_COLUMNS[self.kind])
         values = [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
-        return pd.Series(score(self.model, self.kind, values), name="prediction",
-                         dtype=_DTYPES[self.kind])
+        return _array(score(self.model, self.kind, values), _DTYPES[self.kind])
+
+
+def _array(values: list[Any], dtype: str) -> Any:
+    """The predictions as a 1-D array (MLflow's REST answer: ``{"predictions": [...]}``); an
+    object array, with None, when an input was null."""
+    import numpy as np
+    if dtype == "object" or any(v is None for v in values):
+        return np.array(values, dtype=object)
+    return np.array(values, dtype=dtype)
 
 
 def _column(data: Any, name: str) -> list[Any]:
