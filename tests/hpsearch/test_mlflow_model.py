@@ -242,6 +242,31 @@ def test_spark_udf_scores_10000_rows_like_nets(spark, lenet_sweep, global_uri) -
     assert np.array_equal(got["digit"].to_numpy(), np.tile(expected, reps)[:10_000])
 
 
+class _NoContext:
+    """The real local session as Spark Connect presents itself: no ``sparkContext``."""
+
+    def __init__(self, spark) -> None:
+        self._spark = spark
+
+    def __getattr__(self, name: str):
+        if name == "sparkContext":
+            raise AttributeError("sparkContext is not supported in Spark Connect")
+        return getattr(self._spark, name)
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_register_udf_without_spark_context_ships_the_weights_in_the_udf(spark, lenet_sweep) -> None:
+    spec, _ = lenet_sweep
+    raw, inputs = _val_pixels()
+    expected = _npz_model(spec, hpsearch.best_trial(spec).run_id).predict(inputs).argmax(axis=1)
+    df = spark.createDataFrame(pd.DataFrame({"id": np.arange(len(raw)), "pixels": list(raw)}))
+    hpsearch.register_udf(_NoContext(spark), spec, name="inline_predict")
+    df.repartition(3).createOrReplaceTempView("inline_images")
+    got = spark.sql("SELECT id, inline_predict(pixels) AS d FROM inline_images").toPandas().sort_values("id")
+    assert np.array_equal(got["d"].to_numpy(), expected)
+
+
 # --------------------------------------------------------------------------- acceptance 4
 
 def _registry_sweep(tmp: Path, env: dict, name: str, lr: float, *more: str) -> subprocess.CompletedProcess:
