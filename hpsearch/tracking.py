@@ -142,6 +142,9 @@ class Tracker:
                             if spec.file != "<dict>" else "study.yaml", "spec")
         self.dataset = dataset_input(spec)
         self._log_input(self.parent_id)
+        if spec.tracking.log_weights:   # import mlflow.pyfunc (1-2 s) now, not when the first best lands
+            import threading
+            threading.Thread(target=_import_mlflow_model, name="hpsearch-import", daemon=True).start()
         return self.parent_id
 
     def end_sweep(self, best: optuna.trial.FrozenTrial | None, counts: dict[str, int],
@@ -332,6 +335,13 @@ class Tracker:
             with open(path, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, path, folder)
+
+
+def _import_mlflow_model() -> None:
+    try:
+        import hpsearch.mlflow_model  # noqa: F401
+    except Exception:  # noqa: BLE001 - logging the model says why, later
+        pass
 
 
 def dataset_input(spec: StudySpec) -> Any:
