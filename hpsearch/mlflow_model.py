@@ -18,6 +18,7 @@ language model   ``text``: words; the last is scored   ``double``: log P(last wo
 So ``mlflow.pyfunc.load_model``, ``mlflow models serve``, ``mlflow.models.predict`` and
 ``mlflow.pyfunc.spark_udf`` all work on it. Written by the driver only (:mod:`hpsearch.tracking`).
 """
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,15 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from hpsearch.scoring import DEFAULT_COLUMNS, IMAGE, LM, RECONSTRUCT, TEXT, model_from_bytes, model_kind
+from hpsearch.scoring import (
+    DEFAULT_COLUMNS,
+    IMAGE,
+    LM,
+    RECONSTRUCT,
+    TEXT,
+    model_from_bytes,
+    model_kind,
+)
 
 CODE = Path(__file__).with_name("mlflow_pyfunc.py")
 WEIGHTS = "weights"                      # the artifact key of the .npz in the model directory
@@ -37,15 +46,15 @@ _DTYPES = {IMAGE: "int64", RECONSTRUCT: "float64", TEXT: "object", LM: "float64"
 class NetsModel(mlflow.pyfunc.PythonModel):
     """A ``nets`` model as an MLflow ``PythonModel``: one input column in, one prediction out."""
 
-    def load_context(self, context):  # noqa: ANN001, ANN201 - MLflow inspects this signature
+    def load_context(self, context):
         import nets
         self.model = nets.load(context.artifacts[WEIGHTS])
         self.kind = model_kind(self.model)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None):  # noqa: ANN001, ANN201
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from hpsearch.scoring import score
         values = _column(model_input, DEFAULT_COLUMNS[self.kind])
-        values = [None if v is None or (isinstance(v, float) and v != v) else v for v in values]
+        values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
         return _array(score(self.model, self.kind, values), _DTYPES[self.kind])
 
 
@@ -86,7 +95,7 @@ def signature_and_example(model: Any, kind: str) -> tuple[Any, Any]:
     column = DEFAULT_COLUMNS[kind]
     if kind in (IMAGE, RECONSTRUCT):
         size = int(np.prod(model.input_shape))
-        side = int(round(size ** 0.5))
+        side = round(size ** 0.5)
         image = np.zeros((side, size // side))
         image[side // 4: 3 * side // 4, side // 2 - 1: side // 2 + 2] = 255.0   # a stroke: a "1"
         inputs = Schema([ColSpec(Array(DataType.double), column)])
@@ -101,10 +110,11 @@ def signature_and_example(model: Any, kind: str) -> tuple[Any, Any]:
 
 def pip_requirements() -> list[str]:
     """What loading the model needs, pinned to this environment (never inferred: that is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import numba
     import numpy
     import pandas
-    from importlib.metadata import PackageNotFoundError, version
     reqs = [f"mlflow=={mlflow.__version__}", f"numpy=={numpy.__version__}",
             f"numba=={numba.__version__}", f"pandas=={pandas.__version__}"]
     try:

@@ -338,10 +338,9 @@ class Tracker:
 
 
 def _import_mlflow_model() -> None:
-    try:
+    import contextlib
+    with contextlib.suppress(Exception):   # logging the model says why, later
         import hpsearch.mlflow_model  # noqa: F401
-    except Exception:  # noqa: BLE001 - logging the model says why, later
-        pass
 
 
 def dataset_input(spec: StudySpec) -> Any:

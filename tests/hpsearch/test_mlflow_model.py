@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import lenet_dict, run_cli, write_study
+from test_scoring import _corpus, _expected, _inputs, _newsgroups, _same
 
 import hpsearch
 import nets
-from conftest import lenet_dict, run_cli, write_study
 from hpsearch import mlflow_model
 from nets.recipes import mnist_classify
-from test_scoring import _corpus, _expected, _inputs, _newsgroups, _same
 
 REGISTERED = "lenet-digits"
 
@@ -180,7 +180,7 @@ def test_mlflow_models_serve_answers_with_the_right_classes(lenet_sweep, tmp_pat
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            "PYTHONPATH": os.pathsep.join([str(Path(hpsearch.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
-    log = open(tmp_path / "serve.log", "w")
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - the server writes it until the end
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
                              f"models:/{REGISTERED}@champion", "--env-manager", "local",
                              "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
