@@ -323,3 +323,18 @@ def test_register_must_be_a_model_name(tmp_path: Path, env: dict) -> None:
     path = write_study(tmp_path, "lenet", lenet_dict(tracking={"register": "d", "log_weights": False}))
     proc = run_cli(["validate", str(path)], env, tmp_path)
     assert proc.returncode == 2 and "tracking.log_weights is false" in proc.stderr
+
+
+def test_an_existing_experiment_gets_the_kind_unless_it_has_one(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from hpsearch.tracking import Tracker
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_experiment("old")
+    client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
+    for name, want in (("old", "custom_model_development"), ("genai", "genai_development"),
+                       ("new", "custom_model_development")):
+        spec = hpsearch.load_spec(write_study(tmp_path, name, lenet_dict(tracking={"experiment": name})))
+        Tracker(spec, uri)
+        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == want, name
