@@ -86,6 +86,8 @@ class Tracker:
         self.parent_id: str | None = None
         self.dataset: Any = None             # the sweep's DatasetInput (start_sweep)
         self.best_model_id: str | None = None
+        self._pool: Any = None               # the background thread of _later (MLflow Models)
+        self._pending: list[Any] = []
         try:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment(spec.tracking.experiment or spec.name)
@@ -142,9 +144,6 @@ class Tracker:
                             if spec.file != "<dict>" else "study.yaml", "spec")
         self.dataset = dataset_input(spec)
         self._log_input(self.parent_id)
-        if spec.tracking.log_weights:   # import mlflow.pyfunc (1-2 s) now, not when the first best lands
-            import threading
-            threading.Thread(target=_import_mlflow_model, name="hpsearch-import", daemon=True).start()
         return self.parent_id
 
     def end_sweep(self, best: optuna.trial.FrozenTrial | None, counts: dict[str, int],
@@ -152,6 +151,7 @@ class Tracker:
         """Best value and params, trial counts, and the best weights on the parent run."""
         if self.parent_id is None:
             return
+        self.drain()
         metrics = {f"trials_{k}": float(v) for k, v in counts.items()}
         params: dict[str, Any] = {}
         tags: dict[str, str] = {}
@@ -213,11 +213,38 @@ class Tracker:
         self._log(run_id, params=params, tags=tags, metrics=final, extra=metrics)
         if result.traceback:
             self._artifact_text(run_id, result.traceback, "traceback.txt", None)
+        end = int((result.started + result.seconds) * 1000) if result.started else None
         if weights is not None:
             self._artifact_bytes(run_id, weights, "model.npz", "model")
+            if self.parent_id is not None:   # in a sweep: off the driver's loop, then the run ends
+                self._later(self._model_then_end, run_id, params, weights, STATUS[result.state], end)
+                return
             self._log_model(run_id, "model", weights, params)
-        end = int((result.started + result.seconds) * 1000) if result.started else None
         self.client.set_terminated(run_id, status=STATUS[result.state], end_time=end)
+
+    def _model_then_end(self, run_id: str, params: dict[str, Any], weights: bytes, status: str,
+                        end: int | None) -> None:
+        self._log_model(run_id, "model", weights, params)
+        self.client.set_terminated(run_id, status=status, end_time=end)
+
+    def _later(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the tracker's one background thread (in order); :meth:`drain`
+        waits for all of it."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hpsearch-mlflow")
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        """Wait for the background work (:meth:`_later`); re-raise its first error."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
 
     def log_late(self, trial: optuna.trial.FrozenTrial) -> None:
         """A child run, from Optuna's record, for a finished trial that has none."""
@@ -335,12 +362,6 @@ class Tracker:
             with open(path, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, path, folder)
-
-
-def _import_mlflow_model() -> None:
-    import contextlib
-    with contextlib.suppress(Exception):   # logging the model says why, later
-        import hpsearch.mlflow_model  # noqa: F401
 
 
 def dataset_input(spec: StudySpec) -> Any:
