@@ -336,7 +336,8 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
     for k, v in t.params.items():
         click.echo(f"  {k}: {v}")
     if t.run_id:
-        click.echo(f"MLflow run: {t.run_id} (weights: runs:/{t.run_id}/model/model.npz)")
+        click.echo(f"MLflow run: {t.run_id} (weights: runs:/{t.run_id}/model/model.npz; "
+                   f"MLflow Model: runs:/{t.run_id}/model)")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -31,9 +31,9 @@ and an output the shape of the input an autoencoder. Pixels get the scaling the 
 train with (LeNet: MNIST mean/std; autoencoder: /255).
 
 The weights: the best trial's ``model/model.npz`` (a ``nets.save`` file) is downloaded from MLflow
-once on the driver, its bytes are broadcast once, and every Python worker loads the model once (a
-per-worker cache keyed by the bytes' SHA-256), then scores whole Arrow batches with
-``model.predict``.
+once on the driver, its bytes are broadcast once (on Spark Connect, which has no ``sparkContext``,
+they travel inside the UDF itself), and every Python worker loads the model once (a per-worker cache
+keyed by the bytes' SHA-256), then scores whole Arrow batches with ``model.predict``.
 """
 from __future__ import annotations
 
@@ -269,6 +269,22 @@ def load_weights(source: Any, tracking_uri: str | None = None) -> Weights:
 
 # --------------------------------------------------------------------------- Spark
 
+class Inline:
+    """The weights inside the UDF's closure (Spark Connect): what a broadcast is on classic Spark."""
+
+    def __init__(self, data: bytes) -> None:
+        self.value = data
+
+
+def ship(spark: Any, data: bytes) -> Any:
+    """The weights for the workers: a broadcast on classic Spark, else (Spark Connect) :class:`Inline`."""
+    try:
+        context = spark.sparkContext
+    except Exception:  # noqa: BLE001 - Spark Connect raises its own "not supported" error
+        return Inline(data)
+    return context.broadcast(data)
+
+
 def _worker_model(key: str, bc: Any) -> tuple[Any, str]:
     got = _MODELS.get(key)
     if got is None:
@@ -299,7 +315,8 @@ def register_udf(spark: Any, source: Any, name: str = "predict", *,
     """Register a vectorised (pandas/Arrow) UDF ``name(column)`` over a model's weights.
 
     Args:
-        spark: a SparkSession (classic, not Spark Connect: the weights are broadcast).
+        spark: a SparkSession, classic (the weights are broadcast) or Spark Connect (they travel
+            inside the UDF).
         source: a StudySpec or study file (its best trial), an MLflow run id, ``runs:/ID/PATH``, or
             a ``.npz`` model file.
         name: the SQL function name.
@@ -318,7 +335,7 @@ def register_udf(spark: Any, source: Any, name: str = "predict", *,
     weights = load_weights(source, tracking_uri)
     model = model_from_bytes(weights.data)
     kind = model_kind(model)
-    bc = spark.sparkContext.broadcast(weights.data)
+    bc = ship(spark, weights.data)
     key = weights.key
     _keep_model(key, (model, kind))                # the driver's own (local-mode workers are others)
 

@@ -122,6 +122,7 @@ class TrackingSpec:
     experiment: str | None = None
     log_weights: bool = True
     plots: bool = True                  # PNG plots of the study on each sweep's parent run
+    register: str | None = None         # registered model: each sweep's new best a version
 
 
 @dataclass(frozen=True)
@@ -1064,7 +1065,7 @@ _TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "
 def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
     if value is None:
         return TrackingSpec()
-    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights", "plots"))
+    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights", "plots", "register"))
     uri = ck.string(d.get("uri"), ("tracking", "uri"), optional=True)
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if uri and ":" in uri else ""
     if uri and scheme not in _TRACKING_SCHEMES and not Path(uri).is_absolute():
@@ -1075,7 +1076,22 @@ def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
         experiment=ck.string(d.get("experiment"), ("tracking", "experiment"), optional=True),
         log_weights=ck.boolean(d.get("log_weights", True), ("tracking", "log_weights")),
         plots=ck.boolean(d.get("plots", True), ("tracking", "plots")),
+        register=_register_name(ck, d.get("register"), d.get("log_weights", True)),
     )
+
+
+def _register_name(ck: _Checker, value: Any, log_weights: Any) -> str | None:
+    """``tracking.register``: a registered model name (MLflow's rules: no '/', ':' or '%')."""
+    name = ck.string(value, ("tracking", "register"), optional=True)
+    if name is None:
+        return None
+    if any(c in name for c in "/:%"):
+        ck.fail(("tracking", "register"), f"{_show(name)} is not a registered model name",
+                "use letters, digits, '-', '_' or '.', e.g. register: lenet-digits")
+    if log_weights is False:
+        ck.fail(("tracking", "register"), "needs the weights, but tracking.log_weights is false",
+                "remove tracking.register or set tracking.log_weights: true")
+    return name
 
 
 def cron_problem(expr: str) -> str | None:

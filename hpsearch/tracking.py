@@ -4,7 +4,9 @@ Layout: experiment = study name; one parent run per sweep (the spec file as an a
 pruner and budget as params, best value and params at the end); one child run per finished trial
 (tag ``mlflow.parentRunId``) with its params, per-epoch metrics (step = epoch), final status
 (FINISHED, FAILED, or KILLED for pruned), failure reason, duration, the worker it ran on, and
-the trained weights (``model/model.npz``, a ``nets.save`` file) when it was the best so far.
+the trained weights (``model/model.npz``, a ``nets.save`` file, and an MLflow Model ``model``, see
+:mod:`hpsearch.mlflow_model`) when it was the best so far. The experiment is tagged as a
+machine-learning one (``mlflow.experimentKind``), and the data set is a dataset input of every run.
 
 Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` repairs what a
 killed driver left behind (runs still RUNNING, finished trials without a run).
@@ -33,6 +35,8 @@ TAG_KIND = "hpsearch.kind"
 TAG_TRIAL = "hpsearch.trial_number"
 TAG_STATE = "hpsearch.state"
 TAG_REASON = "hpsearch.fail_reason"
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"       # MLflow 3's UI opens such an experiment on its
+CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"  # runs table (no experiment-type prompt)
 
 
 @contextmanager
@@ -117,6 +121,10 @@ class Tracker:
         self.spec = spec
         self.uri = resolve_uri(uri)
         self.parent_id: str | None = None
+        self.dataset: Any = None             # the sweep's DatasetInput (start_sweep)
+        self.best_model_id: str | None = None
+        self._pool: Any = None               # the background thread of _later (MLflow Models)
+        self._pending: list[Any] = []
         try:
             with quiet_mlflow():
                 self.client = MlflowClient(tracking_uri=self.uri)
@@ -132,8 +140,12 @@ class Tracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if TAG_EXPERIMENT_KIND not in found.tags:
+                self.client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND,
+                                               CUSTOM_MODEL_DEVELOPMENT)
             return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=self._artifact_root(name))
+        return self.client.create_experiment(name, artifact_location=self._artifact_root(name),
+                                             tags={TAG_EXPERIMENT_KIND: CUSTOM_MODEL_DEVELOPMENT})
 
     def _artifact_root(self, name: str) -> str | None:
         """Beside a SQLite store, so artifacts do not depend on the working directory."""
@@ -169,6 +181,8 @@ class Tracker:
         self._log(self.parent_id, params=params)
         self._artifact_text(self.parent_id, spec.text, Path(spec.file).name
                             if spec.file != "<dict>" else "study.yaml", "spec")
+        self.dataset = dataset_input(spec)
+        self._log_input(self.parent_id)
         return self.parent_id
 
     def end_sweep(self, best: optuna.trial.FrozenTrial | None, counts: dict[str, int],
@@ -176,6 +190,7 @@ class Tracker:
         """Best value and params, trial counts, and the best weights on the parent run."""
         if self.parent_id is None:
             return
+        self.drain()
         metrics = {f"trials_{k}": float(v) for k, v in counts.items()}
         params: dict[str, Any] = {}
         tags: dict[str, str] = {}
@@ -187,6 +202,10 @@ class Tracker:
         self._log(self.parent_id, params=params, metrics=metrics, tags=tags)
         if weights is not None:
             self._artifact_bytes(self.parent_id, weights, "model.npz", "best_model")
+            self.best_model_id = self._log_model(self.parent_id, "best_model", weights,
+                                                 best.params if best is not None else None)
+            if self.best_model_id and best is not None and self.spec.tracking.register:
+                self._register(best)
         if status == "FINISHED" and getattr(self.spec.tracking, "plots", True):
             self._log_plots()
         self.client.set_terminated(self.parent_id, status=status)
@@ -216,6 +235,7 @@ class Tracker:
                 TAG_KIND: "trial", TAG_TRIAL: str(number), "mlflow.runName": f"trial-{number}"}
         start = int(started * 1000) if started else None
         run = self.client.create_run(self.experiment_id, start_time=start, tags=tags)
+        self._log_input(run.info.run_id)
         return run.info.run_id
 
     def finish_trial(self, run_id: str, params: dict[str, Any], result: TrialResult,
@@ -232,10 +252,38 @@ class Tracker:
         self._log(run_id, params=params, tags=tags, metrics=final, extra=metrics)
         if result.traceback:
             self._artifact_text(run_id, result.traceback, "traceback.txt", None)
+        end = int((result.started + result.seconds) * 1000) if result.started else None
         if weights is not None:
             self._artifact_bytes(run_id, weights, "model.npz", "model")
-        end = int((result.started + result.seconds) * 1000) if result.started else None
+            if self.parent_id is not None:   # in a sweep: off the driver's loop, then the run ends
+                self._later(self._model_then_end, run_id, params, weights, STATUS[result.state], end)
+                return
+            self._log_model(run_id, "model", weights, params)
         self.client.set_terminated(run_id, status=STATUS[result.state], end_time=end)
+
+    def _model_then_end(self, run_id: str, params: dict[str, Any], weights: bytes, status: str,
+                        end: int | None) -> None:
+        self._log_model(run_id, "model", weights, params)
+        self.client.set_terminated(run_id, status=status, end_time=end)
+
+    def _later(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the tracker's one background thread (in order); :meth:`drain`
+        waits for all of it."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hpsearch-mlflow")
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        """Wait for the background work (:meth:`_later`); re-raise its first error."""
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
 
     def log_late(self, trial: optuna.trial.FrozenTrial) -> None:
         """A child run, from Optuna's record, for a finished trial that has none."""
@@ -297,6 +345,39 @@ class Tracker:
             if not token:
                 return out
 
+    # ------------------------------------------------------------------ models and data
+
+    def _log_model(self, run_id: str, name: str, weights: bytes,
+                   params: dict[str, Any] | None = None) -> str | None:
+        """The weights as an MLflow Model ``name`` of the run (:mod:`hpsearch.mlflow_model`); a
+        model MLflow cannot take is noted in the tag ``hpsearch.model_skipped``. Never raises."""
+        try:
+            from hpsearch import mlflow_model
+            return mlflow_model.log(self.client, self.experiment_id, run_id, name, weights,
+                                    tags={TAG_STUDY: self.spec.name}, params=params)
+        except Exception as exc:  # noqa: BLE001 - the npz is the record; the MLflow Model a bonus
+            note = f"MLflow Model not logged: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            self._log(run_id, tags={"hpsearch.model_skipped": note})
+            return None
+
+    def _register(self, best: optuna.trial.FrozenTrial) -> None:
+        """The sweep's best model as a new version of ``tracking.register``; the alias moves to it
+        only when it beats the current one. The outcome is the parent's tag ``hpsearch.registered``."""
+        from hpsearch import mlflow_model
+        spec = self.spec
+        try:
+            note = mlflow_model.register(
+                self.client, spec.tracking.register, self.best_model_id, self.parent_id,
+                float(best.value), spec.objective.metric, spec.objective.direction,
+                tags={TAG_STUDY: spec.name, "hpsearch.best_trial": str(best.number)})
+        except Exception as exc:  # noqa: BLE001 - the sweep's record stands without the registry
+            note = f"not registered: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        self._log(self.parent_id, tags={"hpsearch.registered": note})
+
+    def _log_input(self, run_id: str) -> None:
+        if self.dataset is not None:
+            self.client.log_inputs(run_id, datasets=[self.dataset])
+
     # ------------------------------------------------------------------ helpers
 
     def _log(self, run_id: str, params: dict[str, Any] | None = None,
@@ -320,6 +401,45 @@ class Tracker:
             with open(path, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, path, folder)
+
+
+def dataset_input(spec: StudySpec) -> Any:
+    """The sweep's data set as an MLflow DatasetInput (context ``training``): source = the data path
+    (the bundled MNIST sample for ``path: null``), digest = a hash of the path, ``data.limit`` and
+    each file's name, size and modification time (no file is read). None when there is no path."""
+    import hashlib
+
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+    path = spec.data.path
+    if path is None and spec.net in ("lenet", "autoencoder"):
+        from nets.data.mnist import SAMPLE_DIR
+        path = str(SAMPLE_DIR)
+    if path is None:
+        return None
+    root = Path(path).expanduser().resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    h = hashlib.sha256(f"{root}\n{spec.data.limit}\n".encode())
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        h.update(f"{f.relative_to(root) if f != root else f.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    try:
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        with warnings.catch_warnings():   # "can be interpreted in multiple ways": all are local
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(root))
+    except Exception:  # noqa: BLE001 - no source type for this path: describe it by URI
+        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        source = HTTPDatasetSource(root.as_uri())
+    name = root.name + (f"[:{spec.data.limit}]" if spec.data.limit else "")
+    dataset = MetaDataset(source, name=name, digest=h.hexdigest()[:16])
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
 
 
 def _schedule_tags(schedule: Any) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The MLflow UI in a real browser: `mlflow server` on 127.0.0.1 with a SQLite store, a 4-trial sweep
 logged to it over HTTP, and headless Chromium (Debian's, driven by Playwright) on the experiment's
-runs, the compare-runs view of the trials, and a plot of the sweep's parent run.
+runs (opened on its runs table, with no experiment-type prompt), the compare-runs view of the trials,
+and a plot of the sweep's parent run.
 
 Needs: pip install playwright (no `playwright install`: the browser is /usr/bin/chromium, from
 `apt-get install chromium`). Screenshots: the test's tmp folder, and /tmp/hpsearch-ui*.png."""
@@ -108,10 +109,21 @@ def test_mlflow_ui_shows_the_sweep_the_trials_params_and_objective(
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
-        # the experiment: the sweep's parent run, expanded to its four trials
-        page.goto(f"{base}/runs?workflowType=machine_learning")
+        # the experiment, opened at its root: the runs table at once, with no "Choose experiment type"
+        # prompt. The experiment is tagged mlflow.experimentKind=custom_model_development (MLflow 3.0-3.x
+        # UIs read it); MLflow 3.17's UI takes the view from its "GenAI | Model training" switch
+        # instead (remembered by the browser, GenAI at first), which the link sets
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+        page.goto(f"{base}?workflowType=machine_learning")
         page.get_by_text(parent.info.run_name).first.wait_for(timeout=60000)
         _close_assistant(page)
+        assert "/runs" in page.url, page.url
+        for prompt in ("Choose experiment type", "automatically detected the experiment type"):
+            assert page.get_by_text(prompt).count() == 0, prompt
+        table = page.inner_text("body")
+        assert "mnist_sample[:300]" in table and "best_model" in table   # dataset input, MLflow Model
+        page.screenshot(path=tmp_path / "experiment-root.png")
+        # the sweep's parent run, expanded to its four trials
         row = page.locator("[role=row]", has=page.get_by_text(parent.info.run_name))
         row.locator("button[data-component-id*=runnamecellrenderer]").first.click()
         for r in trials:
@@ -145,9 +157,10 @@ def test_mlflow_ui_shows_the_sweep_the_trials_params_and_objective(
         page.screenshot(path=tmp_path / "plot.png")
         browser.close()
 
-    for name in ("experiment", "compare", "plot"):
+    for name in ("experiment-root", "experiment", "compare", "plot"):
         shot = tmp_path / f"{name}.png"
         assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
     shutil.copy(tmp_path / "compare.png", "/tmp/hpsearch-ui.png")
     shutil.copy(tmp_path / "experiment.png", "/tmp/hpsearch-ui-experiment.png")
     shutil.copy(tmp_path / "plot.png", "/tmp/hpsearch-ui-plot.png")
+    shutil.copy(tmp_path / "experiment-root.png", "/tmp/hpsearch-ui-experiment-root.png")
