@@ -2,8 +2,9 @@
 
 The model directory holds the ``nets.save`` file (``artifacts/model.npz``), the model's code
 (``hpsearch/mlflow_pyfunc.py``, MLflow's "models from code": nothing is unpickled; loading it needs
-``hpsearch`` and ``nets`` importable, as with ``--env-manager local``), an input signature, an input example, and explicit pip requirements (so
-nothing is inferred, which would load the model and take seconds). It scores exactly as
+``hpsearch`` and ``nets`` importable, as with ``--env-manager local``), an input signature, an
+input example, and explicit pip requirements (so nothing is inferred, which would load the model and
+take seconds). It scores exactly as
 ``hpsearch predict`` does (:func:`hpsearch.scoring.score`):
 
 ================ ===================================== =========================================
