@@ -79,6 +79,8 @@ def test_passwords_in_the_study_never_reach_mlflow(tmp_path: Path, env: dict, mo
     assert "bot:***@git.example.com" in parent.data.params["overrides"]   # logged, but masked
     from mlflow import MlflowClient
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a run's model artifacts resolve through MLflow's default store: the test's store here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     texts = {}
     for n, run in enumerate(runs):
