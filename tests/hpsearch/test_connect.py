@@ -251,3 +251,46 @@ def test_the_channel_secret_leaks_nowhere(tmp_path: Path, cspark, server, monkey
         seen["sql"] = resp.read().decode(errors="replace")
     assert len(listings) == 4
     assert {where for where, text in seen.items() if secret in text} == set()
+
+
+@pytest.fixture(scope="module")
+def finished_lenet(tmp_path_factory):
+    """A finished 2-trial LeNet sweep (local backend), and 1,000 sample images as Parquet."""
+    import numpy as np
+    import pandas as pd
+
+    import hpsearch
+    from nets.recipes import mnist_classify
+    tmp = tmp_path_factory.mktemp("connect-scoring")
+    path = write_study(tmp, "lenet", lenet_dict(
+        pruner="none", data={"path": None, "limit": 300}, fixed={"epochs": 1}, budget={"trials": 2},
+        tracking={"uri": f"sqlite:///{tmp / 'mlflow.db'}", "plots": False}))
+    spec = hpsearch.load_spec(path)
+    hpsearch.run_study(spec)
+    raw = mnist_classify().val.x.reshape(-1, 784)
+    images = tmp / "images.parquet"
+    pd.DataFrame({"id": np.arange(len(raw)), "pixels": list(raw.astype(np.float32))}).to_parquet(images)
+    import nets
+    from mlflow import MlflowClient
+    run_id = hpsearch.best_trial(spec).run_id
+    local = MlflowClient(spec.tracking.uri).download_artifacts(run_id, "model/model.npz", str(tmp / "dl"))
+    expected = nets.load(local).predict(mnist_classify().val.inputs()).argmax(axis=1)
+    return path, spec, images, expected
+
+
+def test_sql_udf_and_predict_over_connect(finished_lenet, cspark, server, env: dict) -> None:
+    import numpy as np
+    import pandas as pd
+
+    import hpsearch
+    path, spec, images, expected = finished_lenet
+    cspark.read.parquet(str(images)).createOrReplaceTempView("images")
+    hpsearch.register_udf(cspark, spec, name="lenet_predict")
+    got = cspark.sql("SELECT id, lenet_predict(pixels) AS digit FROM images").toPandas().sort_values("id")
+    assert np.array_equal(got["digit"].to_numpy(), expected)       # exactly nets' own predictions
+    out = path.parent / "digits.parquet"
+    proc = run_cli(["predict", str(path), "--input", str(images), "--output", str(out),
+                    "--master", server.url], env, path.parent)
+    assert proc.returncode == 0, proc.stderr
+    got = pd.read_parquet(out).sort_values("id")
+    assert np.array_equal(got["prediction"].to_numpy(), expected)
