@@ -57,6 +57,25 @@ def test_save_load_roundtrip_predicts_identically(tmp_path):
     assert model.layers[-2].n_out == 20
 
 
+def test_mlp_of_depth_three_learns():
+    res = nets.train("mlp", {"epochs": 1, "hidden": [128, 64, 32], "batch_size": 32})
+    assert res.history[-1]["val_top1"] > 70.0
+
+
+@pytest.mark.parametrize("net, hidden, widths", [
+    ("mlp", [64, 32, 16], [64, 32, 16, 10]),
+    ("autoencoder", [256, 64, 32], [256, 64, 32, 64, 256, 784]),
+    ("lenet", [40, 20], [40, 20, 10]),
+    ("lenet", 30, [30, 10]),
+])
+def test_layer_lists_save_and_load_back(tmp_path, net, hidden, widths):
+    res = nets.train(net, {"epochs": 1, "hidden": hidden, "batch_size": 64})
+    model = nets.load(nets.save(res.model, tmp_path / "m.npz"))
+    assert [layer.n_out for layer in model.layers if hasattr(layer, "n_out")][-len(widths):] == widths
+    x = nets.get_recipe(net).load_data(None).val.inputs()[:50]
+    np.testing.assert_array_equal(model.predict(x), res.model.predict(x))
+
+
 def test_load_rejects_a_non_model_file(tmp_path):
     bad = tmp_path / "x.npz"
     bad.write_bytes(b"not a zip")
