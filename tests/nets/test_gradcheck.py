@@ -307,7 +307,8 @@ def test_whole_net_gradients_at_any_depth(net, hidden):
         model, x = autoencoder(hidden, n_in=10, seed=1, dtype=np.float64), rng.random((3, 10))
         target, loss = x.copy(), LOSSES["mse"]()
     else:
-        model, x = lenet5(hidden, conv1=2, conv2=3, classes=4, seed=1, dtype=np.float64), rng.standard_normal((2, 28, 28, 1))
+        model = lenet5(hidden, conv1=2, conv2=3, classes=4, seed=1, dtype=np.float64)
+        x = rng.standard_normal((2, 28, 28, 1))
         target, loss = rng.integers(0, 4, 2), LOSSES["nll"]()
     n_linear = sum(type(layer).__name__ == "Linear" for layer in model.layers)
     depth = 1 if isinstance(hidden, int) else len(hidden)
