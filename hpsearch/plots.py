@@ -44,13 +44,16 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
         return None
     if not done:
         return "no completed trial yet"
-    if name == "param_importances":
-        if len(done) < 2:
-            return f"needs >= 2 completed trials; the study has {len(done)}"
-        if len({t.value for t in done}) < 2:
-            return "every completed trial has the same value"
-        if not common_params(study):
-            return "no parameter is in every completed trial"
+    return _importance_problem(study, done) if name == "param_importances" else None
+
+
+def _importance_problem(study: optuna.Study, done: list[Any]) -> str | None:
+    if len(done) < 2:
+        return f"needs >= 2 completed trials; the study has {len(done)}"
+    if len({t.value for t in done}) < 2:
+        return "every completed trial has the same value"
+    if not common_params(study):
+        return "no parameter is in every completed trial"
     return None
 
 
