@@ -675,7 +675,7 @@ def _space(ck: _Checker, value: Any, recipe: Any, fixed: dict[str, Any]) -> tupl
     if not value:
         ck.fail(("search_space",), "is empty", "add at least one parameter, e.g. "
                 "lr: {type: float, low: 0.001, high: 0.3, log: true}")
-    depths = {v.get("per_layer") for v in value.values() if isinstance(v, dict)}
+    depths = [v.get("per_layer") for v in value.values() if isinstance(v, dict)]
     depths = {d for d in depths if isinstance(d, str)}
     params = []
     for key, v in value.items():

@@ -26,7 +26,7 @@ def test_shipped_studies_validate(path: Path) -> None:
     spec = hpsearch.load_spec(path)
     assert spec.name == path.stem and spec.storage.endswith(f"/{path.stem}.optuna.db")
     assert spec.summary()["net"] == spec.net
-    if spec.net in ("lenet", "autoencoder"):
+    if spec.net in ("lenet", "autoencoder", "mlp"):
         spec.check_runnable()
     else:
         with pytest.raises(hpsearch.SpecError, match="data.path"):
