@@ -3,6 +3,7 @@
     .venv/bin/python bench/conditional_space.py            # 30 trials x 5 seeds x 2 spaces (a few minutes)
     .venv/bin/python bench/conditional_space.py --quick    # 6 trials x 1 seed, smoke test
     .venv/bin/python bench/conditional_space.py --json
+    .venv/bin/python bench/conditional_space.py --seeds 10   # more seeds (about 20 s per seed and arm)
 
 Both arms run studies/mlp.yaml's space (depth 1-4 with units per layer; sgd / adam / adagrad with
 momentum under sgd and lr_decay under adagrad) through hpsearch on the local backend, one trial at a
@@ -95,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="6 trials, one seed")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds 0..N-1 (default {SEEDS})")
     args = ap.parse_args(argv)
-    trials, seeds = (6, 1) if args.quick else (TRIALS, SEEDS)
+    trials, seeds = (6, 1) if args.quick else (TRIALS, args.seeds)
     runs = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hpsearch-cond-") as tmp:
