@@ -834,7 +834,7 @@ def _check_names(ck: _Checker, space: tuple[ParamSpec, ...]) -> None:
 
 
 def _check_cycles(ck: _Checker, space: tuple[ParamSpec, ...]) -> None:
-    deps = {p.name: [d for d in p.depends_on()] for p in space}
+    deps = {p.name: p.depends_on() for p in space}
     done: set[str] = set()
 
     def visit(name: str, chain: list[str]) -> None:
