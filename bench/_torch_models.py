@@ -25,11 +25,34 @@ class LeNet5(nn.Sequential):
         )
 
 
-class Autoencoder(nn.Sequential):
-    """784 -> linear hidden -> ReLU -> linear 784 -> sigmoid."""
+def _widths(hidden) -> list[int]:
+    return [hidden] if isinstance(hidden, int) else list(hidden)
 
-    def __init__(self, hidden: int = 32, n_in: int = 784) -> None:
-        super().__init__(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_in), nn.Sigmoid())
+
+def _relu_stack(n_in: int, widths: list[int]) -> list[nn.Module]:
+    layers = []
+    for w in widths:
+        layers += [nn.Linear(n_in, w), nn.ReLU()]
+        n_in = w
+    return layers
+
+
+class Autoencoder(nn.Sequential):
+    """784 -> linear hidden -> ReLU -> linear 784 -> sigmoid; a list of widths stacks the encoder and
+    mirrors it as decoder ([256, 64, 32]: 784 -> 256 -> 64 -> 32 -> 64 -> 256 -> 784), like nets'."""
+
+    def __init__(self, hidden=32, n_in: int = 784) -> None:
+        widths = _widths(hidden)
+        widths = widths + widths[-2::-1]
+        super().__init__(*_relu_stack(n_in, widths), nn.Linear(widths[-1], n_in), nn.Sigmoid())
+
+
+class MLP(nn.Sequential):
+    """784 -> (linear h -> ReLU) per width -> linear classes (logits), like nets' mlp."""
+
+    def __init__(self, hidden=128, classes: int = 10, n_in: int = 784) -> None:
+        widths = _widths(hidden)
+        super().__init__(*_relu_stack(n_in, widths), nn.Linear(widths[-1], classes))
 
 
 class TextCNN(nn.Module):

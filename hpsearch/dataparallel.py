@@ -113,6 +113,7 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
     """
     from hpsearch.backends import make_backend
     from hpsearch.recipes import load_spec_data, resolve_recipe
+    from hpsearch.space import layout, net_params
     from hpsearch.spec import DataParallelSpec
     from hpsearch.tracking import TAG_KIND, TAG_STUDY, Tracker
 
@@ -122,7 +123,7 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
         raise HpsearchError(f"--output {output}: no such directory", "create it first")
     searched, seed, source, number = _configuration(spec, params, best, seed)
     recipe = resolve_recipe(spec.net)
-    _check_params(recipe, spec.fixed, searched)
+    _check_params(recipe, spec.fixed, net_params(searched, layout(spec.space)))
     data = load_spec_data(spec, recipe)
     if spark is None and spec.execution.spark_conf:
         from hpsearch.backends.spark import spark_session
@@ -133,7 +134,8 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
                            data_parallel=DataParallelSpec(workers, sync_every))
     task = TrialTask(trial_id=-1, number=number, net=spec.net, params=searched, fixed=dict(spec.fixed),
                      metric=spec.objective.metric, direction=spec.objective.direction, seed=seed,
-                     epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit)
+                     epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
+                     per_layer=layout(spec.space))
     tracker = Tracker(spec, spec.tracking.uri)
     tags = {TAG_STUDY: spec.name, TAG_KIND: "train", "hpsearch.source": source,
             "mlflow.runName": f"{spec.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"}

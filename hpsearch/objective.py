@@ -83,7 +83,7 @@ def prepare_run(task: TrialTask, data: Any = None) -> Any:
     recipe = resolve_recipe(task.net)
     if data is None or set(task.params) & set(getattr(recipe, "data_keys", ()) or ()):
         data = data if isinstance(data, str) else task.data_path
-    return nets.prepare(recipe, task.train_params(), data, seed=task.seed,
+    return nets.prepare(recipe, task.net_params(), data, seed=task.seed,
                         load=lambda path, settings: load_data(recipe, path, task.data_limit, settings))
 
 

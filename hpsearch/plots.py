@@ -4,7 +4,9 @@ Four PNG files (Optuna's matplotlib visualisations, over every trial of the stud
 
 - ``optimization_history.png``: the objective of each completed trial and the best so far;
 - ``parallel_coordinate.png``: each completed trial's params and objective;
-- ``param_importances.png``: PED-ANOVA importances (needs >= 2 completed trials);
+- ``param_importances.png``: PED-ANOVA importances (needs >= 2 completed trials), over the parameters
+  every completed trial has (a conditional space's ``momentum`` or ``units_3`` is left out: an
+  importance over the trials that happen to have it would compare unlike things);
 - ``intermediate_values.png``: the objective after every epoch of every trial (pruning at a glance;
   Optuna has these values when the study has a pruner).
 
@@ -42,12 +44,24 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
         return None
     if not done:
         return "no completed trial yet"
-    if name == "param_importances":
-        if len(done) < 2:
-            return f"needs >= 2 completed trials; the study has {len(done)}"
-        if len({t.value for t in done}) < 2:
-            return "every completed trial has the same value"
+    return _importance_problem(study, done) if name == "param_importances" else None
+
+
+def _importance_problem(study: optuna.Study, done: list[Any]) -> str | None:
+    if len(done) < 2:
+        return f"needs >= 2 completed trials; the study has {len(done)}"
+    if len({t.value for t in done}) < 2:
+        return "every completed trial has the same value"
+    if not common_params(study):
+        return "no parameter is in every completed trial"
     return None
+
+
+def common_params(study: optuna.Study) -> list[str]:
+    """The parameters every completed trial has (all of them, unless the space is conditional)."""
+    done = _complete(study)
+    names = set.intersection(*(set(t.params) for t in done)) if done else set()
+    return sorted(names)
 
 
 def _draw(name: str, study: optuna.Study, metric: str) -> Any:
@@ -57,7 +71,8 @@ def _draw(name: str, study: optuna.Study, metric: str) -> Any:
     calls: dict[str, Callable[[], Any]] = {
         "optimization_history": lambda: ovm.plot_optimization_history(study, **target),
         "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study, **target),
-        "param_importances": lambda: ovm.plot_param_importances(study, **target),
+        "param_importances": lambda: ovm.plot_param_importances(study, params=common_params(study),
+                                                                **target),
         "intermediate_values": lambda: ovm.plot_intermediate_values(study),
     }
     ax = calls[name]()

@@ -36,6 +36,8 @@ class TrialTask:
         params: searched hyperparameters; ``fixed``: the study's fixed ones.
         metric: the objective metric; ``direction``: ``minimize``/``maximize``.
         channel: the pruning channel, or ``None`` when the study does not prune.
+        per_layer: the space's per-layer lists, ``(param, depth param, net param)`` (see
+            :data:`hpsearch.space.Layout`): how :meth:`net_params` folds ``units_1..n`` into a list.
     """
 
     trial_id: int
@@ -51,10 +53,17 @@ class TrialTask:
     data_limit: int | None = None
     channel: PruningChannel | None = None
     attempt: int = 0
+    per_layer: tuple[tuple[str, str, str], ...] = ()
 
     def train_params(self) -> dict[str, Any]:
-        """The hyperparameters handed to nets: fixed ones overridden by the searched ones."""
+        """The hyperparameters of the run, flat (as logged): fixed ones overridden by the searched ones."""
         return {**self.fixed, **self.params}
+
+    def net_params(self) -> dict[str, Any]:
+        """The hyperparameters handed to nets: :meth:`train_params` with the per-layer draws folded
+        into lists (``units_1, units_2`` -> ``hidden: [.., ..]``)."""
+        from hpsearch.space import net_params
+        return net_params(self.train_params(), self.per_layer)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,10 @@ def grid_values(params: tuple[ParamSpec, ...]) -> dict[str, list[Any]]:
     """The grid of every parameter; ValueError(name, problem) when one has no finite grid."""
     grid: dict[str, list[Any]] = {}
     for p in params:
+        if p.when or p.per_layer:
+            raise ValueError(p.name, "the grid sampler cannot search a conditional or per-layer "
+                             "parameter (a grid point sets every parameter)",
+                             "use sampler tpe (or random), or drop when/per_layer")
         if p.kind == "categorical":
             grid[p.name] = list(p.choices)
         elif p.kind == "int" and not p.log:
@@ -83,14 +87,21 @@ def grid_values(params: tuple[ParamSpec, ...]) -> dict[str, list[Any]]:
             n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
             grid[p.name] = [round(p.low + i * p.step, 12) for i in range(n)]
         else:
-            raise ValueError(p.name, "the grid sampler needs choices, an int range, or a float step")
+            raise ValueError(p.name, "the grid sampler needs choices, an int range, or a float step",
+                             "give it a step or choices")
     return grid
 
 
 def make_sampler(name: str, options: dict[str, Any], seed: int | None,
                  params: tuple[ParamSpec, ...] = ()) -> BaseSampler:
-    """A seeded Optuna sampler from its registry name and YAML options."""
+    """A seeded Optuna sampler from its registry name and YAML options.
+
+    TPE on a conditional space (``when``, ``per_layer``) models the parameters that occur together
+    jointly: ``multivariate`` and ``group`` default to true (the YAML may still set them)."""
+    from hpsearch.space import is_conditional
     cls = SAMPLERS[name].load()
+    if name == "tpe" and is_conditional(params):
+        options = {"multivariate": True, "group": True, **options}
     if name == "grid":
         return cls(grid_values(params), seed=seed, **options)
     return cls(seed=seed, **options)

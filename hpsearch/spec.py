@@ -29,7 +29,7 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -39,7 +39,7 @@ from hpsearch.errors import SpecError, redact
 from hpsearch.samplers import PRUNERS, SAMPLERS, grid_values
 from hpsearch.space import ParamSpec
 
-BUILTIN_NETS = ("lenet", "autoencoder", "textcnn", "rnn")
+BUILTIN_NETS = ("lenet", "autoencoder", "mlp", "textcnn", "rnn")
 NEEDS_DATA_PATH = frozenset({"textcnn", "rnn"})
 BACKENDS = ("local", "spark")
 DIRECTIONS = ("minimize", "maximize")
@@ -742,6 +742,9 @@ def _fixed(ck: _Checker, value: Any, recipe: Any, base_dir: Path) -> dict[str, A
             ck.fail(("fixed",), f"keys must be strings; got {_show(key)}")
         _check_param_key(ck, ("fixed",), key, recipe)
         kind = _default_type(recipe, key)
+        if isinstance(v, list) and key in (getattr(recipe, "list_keys", ()) or ()):
+            out[key] = _fixed_list(ck, ("fixed", key), v)
+            continue
         if v is not None and not isinstance(v, (bool, int, float, str)):
             ck.fail(("fixed", key), f"must be a single value; got {_kind(v)} {_show(v)}",
                     "to search over values, move it to search_space")
@@ -759,9 +762,18 @@ def _fixed(ck: _Checker, value: Any, recipe: Any, base_dir: Path) -> dict[str, A
     return out
 
 
-_PARAM_KEYS = {"float": ("type", "low", "high", "log", "step"),
-               "int": ("type", "low", "high", "log", "step"),
-               "categorical": ("type", "choices")}
+def _fixed_list(ck: _Checker, path: tuple, value: list) -> list[int]:
+    """A fixed per-layer list, e.g. ``hidden: [256, 64]``: 1..MAX_LAYERS sizes >= 1."""
+    from hpsearch.space import MAX_LAYERS
+    if not 1 <= len(value) <= MAX_LAYERS:
+        ck.fail(path, f"must list 1 to {MAX_LAYERS} layer sizes; got {len(value)}")
+    return [ck.integer(v, path + (i,), minimum=1) for i, v in enumerate(value)]
+
+
+_STRUCTURE_KEYS = ("when", "per_layer", "as")
+_PARAM_KEYS = {"float": ("type", "low", "high", "log", "step") + _STRUCTURE_KEYS,
+               "int": ("type", "low", "high", "log", "step") + _STRUCTURE_KEYS,
+               "categorical": ("type", "choices") + _STRUCTURE_KEYS}
 
 
 def _space(ck: _Checker, value: Any, recipe: Any, fixed: dict[str, Any]) -> tuple[ParamSpec, ...]:
@@ -770,21 +782,52 @@ def _space(ck: _Checker, value: Any, recipe: Any, fixed: dict[str, Any]) -> tupl
     if not value:
         ck.fail(("search_space",), "is empty", "add at least one parameter, e.g. "
                 "lr: {type: float, low: 0.001, high: 0.3, log: true}")
+    depths = [v.get("per_layer") for v in value.values() if isinstance(v, dict)]
+    depths = {d for d in depths if isinstance(d, str)}
     params = []
     for key, v in value.items():
         if not isinstance(key, str):
             ck.fail(("search_space",), f"keys must be strings; got {_show(key)}")
-        _check_param_key(ck, ("search_space",), key, recipe)
-        if key in fixed:
-            ck.fail(("search_space", key), "is also set in fixed", "search it or fix it, not both")
-        params.append(_param(ck, ("search_space", key), key, v, _default_type(recipe, key)))
-    return tuple(params)
+        target = _target(ck, ("search_space", key), key, v)
+        if key in depths:
+            _check_depth_key(ck, ("search_space", key), key, recipe)
+        elif target == key:
+            _check_param_key(ck, ("search_space",), key, recipe)
+        elif recipe is not None and target not in recipe.defaults:
+            close = difflib.get_close_matches(target, sorted(recipe.defaults), n=1, cutoff=0.6)
+            ck.fail(("search_space", key, "as"), f"'{target}' is not a {recipe.name} hyperparameter",
+                    f"did you mean '{close[0]}'?" if close else "name the net parameter the list sets")
+        for name in {key, target}:
+            if name in fixed:
+                ck.fail(("search_space", key), f"sets '{name}', which is also set in fixed",
+                        "search it or fix it, not both")
+        kind = None if key in depths else _default_type(recipe, target)
+        params.append(_param(ck, ("search_space", key), key, v, kind))
+    space = tuple(params)
+    _check_structure(ck, space, recipe)
+    return space
+
+
+def _target(ck: _Checker, path: tuple, key: str, value: Any) -> str:
+    """The net parameter a search_space entry sets: its ``as:`` (per-layer lists) or its own name."""
+    if not isinstance(value, dict) or "as" not in value:
+        return key
+    if value.get("per_layer") is None:
+        ck.fail(path + ("as",), "applies only with per_layer", "write e.g. {type: int, low: 16, "
+                "high: 512, per_layer: layers, as: hidden}, or drop as")
+    return ck.string(value["as"], path + ("as",))
+
+
+def _check_depth_key(ck: _Checker, path: tuple, key: str, recipe: Any) -> None:
+    if recipe is not None and key in recipe.defaults:
+        ck.fail(path, f"is a {recipe.name} hyperparameter, but per_layer uses it as a depth, which only "
+                "sizes the lists and is not handed to the net", "name the depth e.g. layers")
 
 
 def _param(ck: _Checker, path: tuple, name: str, value: Any, kind: type | None) -> ParamSpec:
     if isinstance(value, list):
         value = {"type": "categorical", "choices": value}
-    d = ck.mapping(value, path, ("type", "low", "high", "log", "step", "choices"),
+    d = ck.mapping(value, path, ("type", "low", "high", "log", "step", "choices") + _STRUCTURE_KEYS,
                    example="write e.g. {type: float, low: 0.001, high: 0.3, log: true} "
                            "or {choices: [8, 16, 32]}")
     ptype = d.get("type", "categorical" if "choices" in d else None)
@@ -796,8 +839,124 @@ def _param(ck: _Checker, path: tuple, name: str, value: Any, kind: type | None) 
             ck.fail(path + (key,), f"does not apply to type {ptype}",
                     "valid keys: " + ", ".join(_PARAM_KEYS[ptype]))
     if ptype == "categorical":
-        return _categorical(ck, path, name, d, kind)
-    return _numeric(ck, path, name, ptype, d, kind)
+        spec = _categorical(ck, path, name, d, kind)
+    else:
+        spec = _numeric(ck, path, name, ptype, d, kind)
+    per_layer = ck.string(d.get("per_layer"), path + ("per_layer",), optional=True)
+    target = d.get("as") if per_layer else None
+    return replace(spec, when=_when(ck, path + ("when",), d.get("when")), per_layer=per_layer,
+                   target=None if target == name else target)
+
+
+def _when(ck: _Checker, path: tuple, value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``when: {optimizer: sgd}`` or ``{optimizer: [sgd, adagrad]}`` -> ((name, values), ...)."""
+    if value is None:
+        return ()
+    d = ck.mapping(value, path, value.keys() if isinstance(value, dict) else (),
+                   example="write e.g. when: {optimizer: sgd} or when: {optimizer: [sgd, adagrad]}")
+    if not d:
+        ck.fail(path, "is empty", "write e.g. when: {optimizer: sgd}, or drop when")
+    out = []
+    for key, v in d.items():
+        values = v if isinstance(v, list) else [v]
+        if not values:
+            ck.fail(path + (key,), "is an empty list", "list the values under which it is drawn")
+        for i, x in enumerate(values):
+            if x is not None and not isinstance(x, (bool, int, float, str)):
+                ck.fail(path + (key,) + ((i,) if isinstance(v, list) else ()),
+                        f"must be a value of '{key}'; got {_kind(x)} {_show(x)}")
+        out.append((key, tuple(values)))
+    return tuple(out)
+
+
+def _check_structure(ck: _Checker, space: tuple[ParamSpec, ...], recipe: Any) -> None:
+    """Conditions name searched categorical parameters and values they take, without cycles;
+    per-layer lists have an int depth of 1..MAX_LAYERS and go to a net parameter that takes a list."""
+    by_name = {p.name: p for p in space}
+    for p in space:
+        path = ("search_space", p.name)
+        for key, values in p.when:
+            _check_condition(ck, path + ("when", key), key, values, by_name)
+        if p.per_layer:
+            _check_per_layer(ck, path, p, by_name, recipe)
+    _check_names(ck, space)
+    _check_cycles(ck, space)
+
+
+def _check_condition(ck: _Checker, path: tuple, key: str, values: tuple, by_name: dict) -> None:
+    cond = by_name.get(key)
+    if cond is None:
+        close = difflib.get_close_matches(key, list(by_name), n=1, cutoff=0.6)
+        ck.fail(path, f"names '{key}', which is not a searched parameter",
+                (f"did you mean '{close[0]}'? " if close else "") + "a condition needs a categorical "
+                "parameter of search_space")
+    if cond.kind != "categorical" or cond.per_layer:
+        ck.fail(path, f"'{key}' is {'per layer' if cond.per_layer else cond.kind}; a condition needs a "
+                "categorical parameter", f"give {key} choices: [...], or drop the condition")
+    for v in values:
+        if not any(type(v) is type(c) and v == c for c in cond.choices):
+            ck.fail(path, f"'{key}' cannot be {_show(v)}; its choices are "
+                    + ", ".join(_show(c) for c in cond.choices), "name one of its choices")
+
+
+def _check_per_layer(ck: _Checker, path: tuple, p: ParamSpec, by_name: dict, recipe: Any) -> None:
+    from hpsearch.space import MAX_LAYERS
+    depth = by_name.get(p.per_layer)
+    where = path + ("per_layer",)
+    if depth is None:
+        ck.fail(where, f"names '{p.per_layer}', which is not a searched parameter",
+                f"add e.g. {p.per_layer}: {{type: int, low: 1, high: 4}} to search_space")
+    if depth.kind != "int" or depth.per_layer:
+        ck.fail(where, f"the depth '{p.per_layer}' must be an int range; got "
+                f"{'a per-layer parameter' if depth.per_layer else depth.kind}",
+                f"write {p.per_layer}: {{type: int, low: 1, high: 4}}")
+    if depth.low < 1 or depth.high > MAX_LAYERS:
+        ck.fail(("search_space", p.per_layer, "low" if depth.low < 1 else "high"),
+                f"a depth must be within 1..{MAX_LAYERS} layers; got [{depth.low}, {depth.high}]",
+                f"every net has at least one layer; at most {MAX_LAYERS} per list")
+    target = p.target or p.name
+    lists = tuple(getattr(recipe, "list_keys", ()) or ()) if recipe is not None else None
+    if lists is not None and target not in lists:
+        ck.fail(where, f"{recipe.name}'s '{target}' takes one value, not a list per layer",
+                ("lists go to: " + ", ".join(lists)) if lists else f"{recipe.name} takes no list")
+
+
+def _check_names(ck: _Checker, space: tuple[ParamSpec, ...]) -> None:
+    """No two entries set the same net parameter, and no draw name (units_3) is another entry's."""
+    from hpsearch.space import MAX_LAYERS, layer_names
+    seen: dict[str, str] = {}
+    for p in space:
+        target = p.target or p.name
+        if target in seen and seen[target] != p.name:
+            ck.fail(("search_space", p.name), f"sets '{target}', which '{seen[target]}' sets too",
+                    "search each net parameter once")
+        seen[target] = p.name
+    names = {p.name for p in space}
+    for p in space:
+        if p.per_layer:
+            clash = sorted(names & set(layer_names(p.name, MAX_LAYERS)))
+            if clash:
+                ck.fail(("search_space", clash[0]), f"clashes with the per-layer draws of '{p.name}' "
+                        f"({p.name}_1, {p.name}_2, ...)", "rename one of them")
+
+
+def _check_cycles(ck: _Checker, space: tuple[ParamSpec, ...]) -> None:
+    deps = {p.name: p.depends_on() for p in space}
+    done: set[str] = set()
+
+    def visit(name: str, chain: list[str]) -> None:
+        if name in chain:
+            loop = chain[chain.index(name):] + [name]
+            ck.fail(("search_space", name), "conditions form a cycle: " + " -> ".join(loop),
+                    "a parameter cannot depend, through when/per_layer, on itself")
+        if name in done:
+            return
+        for d in deps.get(name, ()):
+            visit(d, chain + [name])
+        done.add(name)
+
+    for name in deps:
+        visit(name, [])
 
 
 def _categorical(ck: _Checker, path: tuple, name: str, d: dict, kind: type | None) -> ParamSpec:
@@ -929,7 +1088,7 @@ def _sampler(ck: _Checker, value: Any, space: tuple[ParamSpec, ...]) -> SamplerS
         try:
             grid_values(space)
         except ValueError as exc:
-            ck.fail(("search_space", exc.args[0]), exc.args[1], "give it a step or choices")
+            ck.fail(("search_space", exc.args[0]), exc.args[1], exc.args[2])
     opts = {k: v for k, v in options.items() if k != "seed"}
     _try_construct(ck, "sampler", lambda: make_sampler(name, opts, 0, space))
     return SamplerSpec(name, options)

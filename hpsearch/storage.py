@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,16 +137,19 @@ def driver_lock(study: optuna.Study) -> Iterator[None]:
         study.set_user_attr(LOCK_ATTR, None)
 
 
-def requeue_orphans(study: optuna.Study, dists: dict[str, Any] | None) -> int:
+def requeue_orphans(study: optuna.Study, dists: dict[str, Any] | None,
+                    complete: Callable[[dict[str, Any]], bool] | None = None) -> int:
     """Fail the trials a dead driver left RUNNING and queue their params again; how many.
 
-    A trial killed while it was being asked (some of ``dists`` not yet drawn) never started:
-    it is failed, and nothing is queued for it.
+    A trial killed while it was being asked (some of ``dists`` not yet drawn, or, in a conditional
+    space, ``complete(params)`` false: some active parameter missing) never started: it is failed,
+    and nothing is queued for it.
     """
     from optuna.trial import TrialState
     orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in orphans:
-        started = dists is None or set(dists) <= set(t.params)
+        started = ((dists is None or set(dists) <= set(t.params))
+                   and (complete is None or complete(dict(t.params))))
         reason = ("the driver stopped before this trial finished; its params were re-queued"
                   if started else "the driver stopped while asking this trial; nothing re-queued")
         trial_id = t._trial_id  # Optuna's own fail_stale_trials uses the same key

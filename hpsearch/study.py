@@ -26,7 +26,7 @@ from hpsearch.errors import SpecError, StorageError
 from hpsearch.storage import REQUEUED
 from hpsearch.records import COMPLETE, FAILED, PRUNED, PruningChannel, TrialResult, TrialTask
 from hpsearch.backends import parallelism_notes
-from hpsearch.space import DefineByRun
+from hpsearch.space import DefineByRun, layout
 
 if TYPE_CHECKING:
     import optuna
@@ -283,7 +283,7 @@ class _Trials:
                          fixed=dict(spec.fixed), metric=spec.objective.metric,
                          direction=spec.objective.direction, seed=spec.seed + trial.number,
                          epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
-                         channel=self.channel)
+                         channel=self.channel, per_layer=self.sweep.per_layer)
         self.in_flight[trial.number] = (trial, task)
         try:
             task = replace(task, params=suggest(trial, self.sweep.space))
@@ -391,6 +391,7 @@ class _Sweep:
         self.budget = _Budget()
         self.notes: list[str] = []
         self.retry_lost = True
+        self.per_layer = layout(spec.space) if space is None else ()
 
     def note(self, text: str, once: bool = False) -> None:
         if not (once and text in self.notes):
@@ -402,11 +403,13 @@ class _Sweep:
     def _prepare(self) -> tuple[Backend, Any]:
         from hpsearch.backends import make_backend
         from hpsearch.recipes import load_spec_data, resolve_recipe
-        from hpsearch.space import distributions
+        from hpsearch.space import Conditional, distributions, is_conditional
         spec = self.spec
         spec.check_runnable()
         recipe = resolve_recipe(spec.net)
         data = load_spec_data(spec, recipe)
+        if self.space is None and is_conditional(spec.space):
+            self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
         if spec.execution.backend == "spark" and self.spark is None:
             self.note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
@@ -442,7 +445,7 @@ class _Sweep:
     def _run_locked(self, study: optuna.Study, backend: Backend, dists: Any,
                     extend: int | None) -> SweepSummary:
         from hpsearch.storage import requeue_orphans
-        requeued = requeue_orphans(study, dists)
+        requeued = requeue_orphans(study, dists, complete=getattr(self.space, "complete", None))
         if requeued:
             self.note(f"resumed: {requeued} trial(s) left running by a stopped driver were "
                       f"marked failed and their params re-queued")

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=float)
     t.add_argument("--weight-decay", type=float)
     t.add_argument("--lr-decay", type=float)
-    t.add_argument("--hidden", type=int)
+    t.add_argument("--hidden", type=_widths, metavar="H[,H...]",
+                   help="hidden width, or a comma list of widths for lenet, mlp, autoencoder (256,64,32)")
     text = t.add_argument_group("text nets (textcnn, rnn)")
     text.add_argument("--glove", metavar="FILE", help="textcnn: GloVe text vectors (fixed features)")
     text.add_argument("--fine-tune", action="store_const", const=True, dest="fine_tune",
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save", help="write the trained model (.npz) here")
     t.add_argument("--json", action="store_true", help="print one JSON object at the end")
     return ap
+
+
+def _widths(text: str) -> int | list[int]:
+    """``64`` -> 64; ``256,64,32`` -> [256, 64, 32] (one hidden layer per width)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a width or a comma list of widths: {text!r}") from None
+    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def _params(args) -> dict:

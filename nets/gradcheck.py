@@ -54,3 +54,12 @@ def check_loss(loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6) ->
     loss.forward(pred, target)
     analytic = loss.backward().copy()
     return rel_error(analytic, numeric_grad(lambda: loss.forward(pred, target), pred, eps))
+
+
+def check_model(model: Model, loss, x: np.ndarray, target: np.ndarray, eps: float = 1e-6) -> float:
+    """Relative error of d loss / d every parameter of a whole (float64) model, end to end."""
+    model.grads[:] = 0
+    loss.forward(model.forward(x), target)
+    model.backward(loss.backward().copy())
+    analytic = model.grads.copy()
+    return rel_error(analytic, numeric_grad(lambda: loss.forward(model.forward(x), target), model.params, eps))

@@ -43,12 +43,12 @@ def load(path: str | Path) -> Model:
     except (OSError, ValueError, KeyError) as e:
         raise DataError(path, f"not a nets model file ({e})") from None
     name = arch.get("recipe")
-    if name in RECIPES:
-        recipe = RECIPES[name]
-    elif arch.get("builder"):
+    if arch.get("builder"):               # a user's recipe, even one named like a built-in (mlp)
         mod, _, attr = arch["builder"].partition(":")
         recipe = getattr(importlib.import_module(mod), attr)
         recipe = recipe() if callable(recipe) and not hasattr(recipe, "build") else recipe
+    elif name in RECIPES:
+        recipe = RECIPES[name]
     else:
         raise DataError(path, f"unknown architecture {name!r}")
     model = build_model(recipe, arch.get("hparams", {}), dtype=params.dtype)

@@ -10,10 +10,26 @@ MNIST_MEAN = 0.13066047740239506
 MNIST_STD = 0.3081078
 
 
-def lenet5(hidden: int = 100, conv1: int = 6, conv2: int = 12, classes: int = 10, *,
+MAX_LAYERS = 8
+"""The most hidden layers a size list may give (``hidden: [256, 64, 32]``)."""
+
+
+def layer_sizes(hidden: int | list[int] | tuple[int, ...], name: str = "hidden") -> list[int]:
+    """``hidden`` as a list of layer widths: an int is one layer; a list has 1..MAX_LAYERS ints >= 1."""
+    from nets.errors import ConfigError
+
+    sizes = [hidden] if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool) else hidden
+    if not isinstance(sizes, (list, tuple)) or not 1 <= len(sizes) <= MAX_LAYERS or not all(
+            isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in sizes):
+        raise ConfigError(f"{name} must be a width >= 1 or a list of 1 to {MAX_LAYERS} of them; got {hidden!r}")
+    return [int(h) for h in sizes]
+
+
+def lenet5(hidden: int | list[int] = 100, conv1: int = 6, conv2: int = 12, classes: int = 10, *,
            seed: int = 0, dtype=np.float32, arch: dict | None = None) -> Model:
     """1x28x28 -> conv 6@5x5 -> tanh -> maxpool 2 -> tanh -> conv 12@5x5 -> maxpool 2 -> 192
-    -> linear hidden -> tanh -> linear classes -> log-softmax (the loss fuses the log-softmax)."""
+    -> linear hidden -> tanh (once per width when hidden is a list) -> linear classes -> log-softmax
+    (the loss fuses the log-softmax)."""
     # tanh is monotonic, so maxpool(tanh(z)) == tanh(maxpool(z)): the first tanh runs after the
     # pool, on a quarter of the values, with identical outputs and gradients; both pools are fused
     # into their convolutions (Conv2d(pool=2): conv + bias + max-pool + act in one layer).
@@ -22,16 +38,28 @@ def lenet5(hidden: int = 100, conv1: int = 6, conv2: int = 12, classes: int = 10
         Activation("tanh"),
         Conv2d(conv2, 5, pool=2),                  # (B, 4, 4, 12) = maxpool(conv)
         Flatten(),                                 # (B, 192)
-        Linear(hidden, act="tanh"),                # (B, hidden)
+        *[Linear(h, act="tanh") for h in layer_sizes(hidden)],   # (B, h) per hidden layer
         Linear(classes),                           # (B, classes) logits
     ]
     return Model(layers, (28, 28, 1), seed=seed, dtype=dtype, head="logsoftmax", arch=arch)
 
 
-def autoencoder(hidden: int = 32, n_in: int = 784, *, seed: int = 0, dtype=np.float32,
+def mlp(hidden: int | list[int] = 128, classes: int = 10, n_in: int = 784, *, seed: int = 0,
+        dtype=np.float32, arch: dict | None = None) -> Model:
+    """784 -> (linear h -> ReLU) for each width h of hidden -> linear classes -> log-softmax (fused in
+    the loss)."""
+    layers = [*[Linear(h, act="relu") for h in layer_sizes(hidden)], Linear(classes)]
+    return Model(layers, (n_in,), seed=seed, dtype=dtype, head="logsoftmax", arch=arch)
+
+
+def autoencoder(hidden: int | list[int] = 32, n_in: int = 784, *, seed: int = 0, dtype=np.float32,
                 arch: dict | None = None) -> Model:
-    """784 -> linear hidden -> ReLU -> linear 784 -> sigmoid."""
-    layers = [Linear(hidden, act="relu"), Linear(n_in, act="sigmoid")]
+    """784 -> linear hidden -> ReLU -> linear 784 -> sigmoid; with a list, a stacked encoder and its
+    mirror image as decoder: [256, 64, 32] is 784 -> 256 -> 64 -> 32 -> 64 -> 256 -> 784 (ReLU inside,
+    sigmoid out)."""
+    sizes = layer_sizes(hidden)
+    widths = sizes + sizes[-2::-1]                 # encoder, then the decoder without the code layer
+    layers = [*[Linear(h, act="relu") for h in widths], Linear(n_in, act="sigmoid")]
     return Model(layers, (n_in,), seed=seed, dtype=dtype, arch=arch)
 
 

@@ -31,7 +31,8 @@ class Recipe:
     `Data.info["arch"]`: vocabulary size, classes, ...); load_data(path or None, **data settings) -> Data,
     where the data settings are the keys of `defaults` named in `data_keys` (sequence length, classes,
     vocabulary size, GloVe file, ...); loss is a key of nets.LOSSES; metrics maps each reported metric
-    to "minimize" or "maximize".
+    to "minimize" or "maximize"; list_keys names the architecture settings that also take a list of layer
+    widths (`hidden: [256, 64]`: one layer per width).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Recipe:
     defaults: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     data_keys: tuple = ()
+    list_keys: tuple = ()
 
     def arch_params(self, params: dict) -> dict:
         return {k: v for k, v in params.items() if k not in TRAIN_KEYS and k not in self.data_keys}
@@ -67,6 +69,15 @@ def mnist_classify(path: str | None = None) -> Data:
                 source=str(m.source))
 
 
+def mnist_flat(path: str | None = None) -> Data:
+    """MNIST for classifiers that see 784 values (the mlp): normalised like LeNet's images."""
+    m = load_mnist(path)
+    scale, shift = 1.0 / (255.0 * models.MNIST_STD), -models.MNIST_MEAN / models.MNIST_STD
+    return Data(Split(m.train_images, m.train_labels.astype(np.int64), (784,), scale, shift),
+                Split(m.test_images, m.test_labels.astype(np.int64), (784,), scale, shift),
+                source=str(m.source))
+
+
 def mnist_reconstruct(path: str | None = None) -> Data:
     m = load_mnist(path)
     return Data(Split(m.train_images, None, (784,), 1.0 / 255.0),
@@ -83,12 +94,17 @@ RECIPES: dict[str, Recipe] = {
         "nll", mnist_classify,
         {"epochs": 2, "batch_size": 12, "lr": 0.05, "optimizer": "sgd", "hidden": 100,
          "conv1": 6, "conv2": 12, **_COMMON},
-        _CLASSIFY),
+        _CLASSIFY, list_keys=("hidden",)),
     "autoencoder": Recipe(
         "autoencoder", lambda hidden=32, seed=0, **kw: models.autoencoder(hidden, seed=seed, **kw),
         "mse", mnist_reconstruct,
         {"epochs": 2, "batch_size": 150, "lr": 0.01, "optimizer": "adagrad", "hidden": 32, **_COMMON},
-        {"loss": "minimize", "val_loss": "minimize"}),
+        {"loss": "minimize", "val_loss": "minimize"}, list_keys=("hidden",)),
+    "mlp": Recipe(
+        "mlp", lambda hidden=128, seed=0, **kw: models.mlp(hidden, seed=seed, **kw),
+        "nll", mnist_flat,
+        {"epochs": 2, "batch_size": 32, "lr": 0.05, "optimizer": "sgd", "hidden": 128, **_COMMON},
+        _CLASSIFY, list_keys=("hidden",)),
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 import hpsearch
 from hpsearch.errors import SpecError
@@ -26,7 +27,7 @@ def test_shipped_studies_validate(path: Path) -> None:
     spec = hpsearch.load_spec(path)
     assert spec.name == path.stem and spec.storage.endswith(f"/{path.stem}.optuna.db")
     assert spec.summary()["net"] == spec.net
-    if spec.net in ("lenet", "autoencoder"):
+    if spec.net in ("lenet", "autoencoder", "mlp"):
         spec.check_runnable()
     else:
         with pytest.raises(hpsearch.SpecError, match="data.path"):
@@ -127,6 +128,34 @@ def test_every_sampler_is_seedable_and_samples_the_space(name: str) -> None:
             params.append(trial.params)
         draws.append(params)
     assert draws[0] == draws[1]
+
+
+@pytest.mark.parametrize("name", [n for n in SAMPLERS if n != "grid"])
+def test_every_sampler_draws_exactly_the_active_params_of_a_conditional_space(name: str) -> None:
+    """What each sampler does with `when`/`per_layer` (README): tpe models them (multivariate + group),
+    the others draw what they do not model at random; all are seeded and draw only active params."""
+    from hpsearch.space import Conditional, active_names
+    if SAMPLERS[name].missing_requirement():
+        pytest.skip(f"{name} needs {SAMPLERS[name].requires}")
+    data = yaml.safe_load((STUDIES / "mlp.yaml").read_text())
+    data.update(sampler={"name": name}, execution={"backend": "local"})
+    spec = hpsearch.spec_from_dict(data)
+    space = Conditional(spec.space)
+    draws = []
+    for _ in range(2):
+        study = optuna.create_study(sampler=make_sampler(name, {}, 7, spec.space), direction="maximize")
+        params = []
+        for i in range(12):
+            trial = study.ask()
+            values = space(trial)
+            assert set(values) == set(trial.params) == active_names(spec.space, values)
+            study.tell(trial, float(len(values) + i % 3))
+            params.append(values)
+        draws.append(params)
+    assert draws[0] == draws[1]
+    assert len({len(p) for p in draws[0]}) > 1
+    if name == "tpe":
+        assert study.sampler._multivariate and study.sampler._group
 
 
 @pytest.mark.parametrize("name", list(PRUNERS))

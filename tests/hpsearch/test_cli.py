@@ -14,7 +14,7 @@ from hpsearch.study import Progress
 def test_validate_all_shipped_studies() -> None:
     result = CliRunner().invoke(cli, ["validate", *map(str, sorted(STUDIES.glob("*.yaml")))])
     assert result.exit_code == 0, result.output
-    assert result.stdout.count("ok ") == 4
+    assert result.stdout.count("ok ") == len(list(STUDIES.glob("*.yaml")))
     assert "note: data.path: textcnn needs a data path" in result.stdout
 
 

@@ -98,3 +98,23 @@ def test_warm_up_trains_the_trials_net_on_two_batches() -> None:
     warm_numba(_task())
     with pytest.raises(Exception, match="unknown parameter"):
         warm_numba(_task(nonsense=1))
+
+
+def test_per_layer_draws_reach_the_net_as_a_list() -> None:
+    """A conditional trial's flat params (units_1..n, the depth, momentum) train the net they name."""
+    import nets
+    task = TrialTask(trial_id=0, number=0, net="mlp", metric="val_top1", direction="maximize", seed=0,
+                     params={"layers": 3, "units_1": 24, "units_2": 12, "units_3": 6, "optimizer": "sgd",
+                             "momentum": 0.5},
+                     fixed={"epochs": 1, "batch_size": 32}, data_limit=200,
+                     per_layer=(("units", "layers", "hidden"),))
+    assert task.train_params() == {"epochs": 1, "batch_size": 32, **task.params}     # logged flat
+    assert task.net_params() == {"epochs": 1, "batch_size": 32, "optimizer": "sgd", "momentum": 0.5,
+                                 "hidden": [24, 12, 6]}
+    result = run_trial(task)
+    assert result.state == COMPLETE, result.reason
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.npz")
+        with open(path, "wb") as fh:
+            fh.write(result.weights)
+        assert [layer.n_out for layer in nets.load(path).layers] == [24, 12, 6, 10]

@@ -48,6 +48,28 @@ def test_four_plots_as_valid_png(tmp_path: Path) -> None:
         assert width > 300 and height > 200
 
 
+def _conditional(trial: optuna.Trial) -> float:
+    """A conditional space as hpsearch draws it: momentum under sgd only, one units_i per layer."""
+    optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+    layers = trial.suggest_int("layers", 1, 3)
+    value = sum(trial.suggest_int(f"units_{i}", 8, 64) for i in range(1, layers + 1)) / 100
+    if optimizer == "sgd":
+        value += trial.suggest_float("momentum", 0.0, 0.9)
+    trial.report(value, 1)
+    return value
+
+
+def test_plots_of_a_conditional_study_where_only_some_trials_have_a_param(tmp_path: Path) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(1))
+    study.optimize(_conditional, n_trials=12)
+    assert {len(t.params) for t in study.trials} != {len(study.trials[0].params)}   # really conditional
+    files, notes = plots.render(study, tmp_path, "val_top1")
+    assert notes == [] and len(files) == len(plots.PLOTS)
+    for f in files:
+        _valid_png(f.read_bytes())
+    assert plots.common_params(study) == ["layers", "optimizer", "units_1"]
+
+
 @pytest.mark.parametrize("n,skipped", [
     (0, {"optimization_history", "parallel_coordinate", "param_importances", "intermediate_values"}),
     (1, {"param_importances"}),

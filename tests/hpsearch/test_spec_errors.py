@@ -98,6 +98,82 @@ CASES = [
 ]
 
 
+
+
+def mlp_dict() -> dict:
+    """The shipped conditional study (depth, units per layer, optimizer settings), on the local backend."""
+    data = yaml.safe_load((Path(__file__).parents[2] / "studies" / "mlp.yaml").read_text())
+    data["execution"] = {"backend": "local", "parallelism": 1}
+    return data
+
+
+def _both(*changes):
+    def change(d: dict) -> dict:
+        for c in changes:
+            d = c(d)
+        return d
+    return change
+
+
+_INT = {"type": "int", "low": 1, "high": 4}
+# bad conditional / per-layer spaces, on studies/mlp.yaml: (id, change, key path, fragment)
+STRUCTURE_CASES = [
+    ("when-unknown-param", _set("search_space.momentum.when", {"optimiser": "sgd"}),
+     "search_space.momentum.when.optimiser", "did you mean 'optimizer'"),
+    ("when-non-categorical", _set("search_space.momentum.when", {"lr": 0.1}),
+     "search_space.momentum.when.lr", "'lr' is float; a condition needs a categorical"),
+    ("when-per-layer-param", _set("search_space.momentum.when", {"units": 32}),
+     "search_space.momentum.when.units", "'units' is per layer"),
+    ("when-impossible-value", _set("search_space.momentum.when", {"optimizer": "rmsprop"}),
+     "search_space.momentum.when.optimizer", "cannot be 'rmsprop'"),
+    ("when-impossible-in-list", _set("search_space.lr_decay.when", {"optimizer": ["adagrad", "nag"]}),
+     "search_space.lr_decay.when.optimizer", "cannot be 'nag'"),
+    ("when-wrong-type-value", _set("search_space.momentum.when", {"batch_size": "16"}),
+     "search_space.momentum.when.batch_size", "cannot be '16'"),
+    ("when-empty", _set("search_space.momentum.when", {}), "search_space.momentum.when", "is empty"),
+    ("when-not-a-mapping", _set("search_space.momentum.when", "sgd"), "search_space.momentum.when",
+     "must be a mapping"),
+    ("when-fixed-param", _both(_set("search_space.optimizer", ...), _set("fixed.optimizer", "sgd")),
+     "search_space.momentum.when.optimizer", "not a searched parameter"),
+    ("cycle", _both(_set("search_space.optimizer.when", {"batch_size": 16}),
+                    _set("search_space.batch_size.when", {"optimizer": "sgd"})),
+     "search_space.", "conditions form a cycle"),
+    ("cycle-self", _set("search_space.batch_size.when", {"batch_size": 16}), "search_space.batch_size",
+     "cycle: batch_size -> batch_size"),
+    ("per-layer-float-depth", _set("search_space.layers", {"type": "float", "low": 1, "high": 4}),
+     "search_space.units.per_layer", "must be an int range; got float"),
+    ("per-layer-categorical-depth", _set("search_space.layers", {"choices": [1, 2]}),
+     "search_space.units.per_layer", "must be an int range; got categorical"),
+    ("per-layer-zero-layers", _set("search_space.layers", {**_INT, "low": 0}), "search_space.layers.low",
+     "within 1..8 layers"),
+    ("per-layer-too-deep", _set("search_space.layers", {**_INT, "high": 9}), "search_space.layers.high",
+     "within 1..8 layers"),
+    ("per-layer-unknown-depth", _set("search_space.layers", ...),
+     "search_space.units.per_layer", "'layers', which is not a searched parameter"),
+    ("per-layer-depth-is-net-param", _both(_set("search_space.layers", ...),
+                                           _set("search_space.units.per_layer", "batch_size")),
+     "search_space.batch_size", "is a mlp hyperparameter, but per_layer uses it as a depth"),
+    ("net-takes-no-list", _set("search_space.units.as", "lr"), "search_space.units.per_layer",
+     "mlp's 'lr' takes one value, not a list"),
+    ("as-without-per-layer", _set("search_space.lr.as", "hidden"), "search_space.lr.as",
+     "applies only with per_layer"),
+    ("as-unknown-net-param", _set("search_space.units.as", "hiden"), "search_space.units.as",
+     "did you mean 'hidden'"),
+    ("two-lists-one-param", _both(_set("search_space.hidden", {"type": "int", "low": 8, "high": 64}),
+                                  _rename("search_space.units", "width")),
+     "search_space.width", "sets 'hidden', which 'hidden' sets too"),
+    ("list-target-fixed", _set("fixed.hidden", [64, 32]), "search_space.units",
+     "sets 'hidden', which is also set in fixed"),
+    ("draw-name-clash", _both(_rename("search_space.layers", "units_1"),
+                              _set("search_space.units.per_layer", "units_1")),
+     "search_space.units_1", "clashes with the per-layer draws of 'units'"),
+    ("grid-conditional", _both(_set("sampler", "grid"), _set("search_space.lr", {"choices": [0.01, 0.1]})),
+     "search_space.units", "grid sampler cannot search a conditional or per-layer"),
+    ("fixed-list-too-long", _both(_set("search_space.units", ...), _set("fixed.hidden", [8] * 9)),
+     "fixed.hidden", "must list 1 to 8 layer sizes"),
+]
+
+
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -129,6 +205,24 @@ def test_bad_study_file_one_error_line_and_nothing_created(runner: CliRunner, tm
     assert result.stdout == ""
     _assert_one_error(result.stderr, str(path), key, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no study DB, no MLflow store
+
+
+@pytest.mark.parametrize("change,key,fragment", [pytest.param(c, k, f, id=i) for i, c, k, f in STRUCTURE_CASES])
+def test_bad_conditional_or_per_layer_space_one_error_line(runner: CliRunner, tmp_path: Path,
+                                                            change, key: str, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(change(mlp_dict()), sort_keys=False))
+    result = runner.invoke(cli, ["run", str(path)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    _assert_one_error(result.stderr, str(path), key, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_the_conditional_study_itself_is_valid() -> None:
+    spec = spec_from_dict(mlp_dict())
+    by_name = {p.name: p for p in spec.space}
+    assert by_name["units"].per_layer == "layers" and by_name["units"].target == "hidden"
+    assert by_name["momentum"].when == (("optimizer", ("sgd",)),)
 
 
 @pytest.mark.parametrize("case,key,fragment", [pytest.param(c, k, f, id=i) for i, c, k, f in CASES[:4]])
@@ -193,7 +287,8 @@ _scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
 _keys = st.one_of(st.sampled_from(TOP_KEYS + ("type", "low", "high", "log", "step", "choices",
                                               "name", "metric", "trials", "timeout", "path", "lr",
-                                              "hidden", "epochs", "batch_size", "limit")),
+                                              "hidden", "epochs", "batch_size", "limit", "when",
+                                              "per_layer", "as", "layers")),
                   st.text(max_size=8), st.integers(-3, 3))
 _values = st.recursive(_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                         st.dictionaries(_keys, inner, max_size=5)),
@@ -230,6 +325,91 @@ def test_generated_specs_raise_nothing_but_spec_error(tmp_path_factory, data) ->
     except SpecError as exc:
         line = exc.line()
         assert "\n" not in line and line.startswith("<dict>") or ".yaml" in line
+
+
+_NAMES = ("layers", "units", "optimizer", "lr", "momentum", "lr_decay", "batch_size", "hidden", "depth")
+_VALUES = ("sgd", "adam", "adagrad", "rmsprop", 16, 32, 0, 1, 4, 9, 2.5, None, True)
+_structure = st.one_of(
+    st.sampled_from(_NAMES + _VALUES),
+    st.dictionaries(st.sampled_from(_NAMES), st.one_of(st.sampled_from(_VALUES),
+                                                       st.lists(st.sampled_from(_VALUES), max_size=3)),
+                    max_size=3),
+    st.fixed_dictionaries({"type": st.sampled_from(["int", "float", "categorical"]),
+                           "low": st.integers(-1, 3), "high": st.integers(1, 10)}),
+    _values)
+
+
+def _structure_mutations(base: dict) -> st.SearchStrategy:
+    """Conditional studies (studies/mlp.yaml) with one to four when/per_layer/as/depth keys changed."""
+    paths = [("search_space", "momentum", "when"), ("search_space", "momentum", "when", "optimizer"),
+             ("search_space", "lr_decay", "when"), ("search_space", "optimizer", "when"),
+             ("search_space", "batch_size", "when"), ("search_space", "units", "per_layer"),
+             ("search_space", "units", "as"), ("search_space", "lr", "per_layer"),
+             ("search_space", "layers"), ("search_space", "layers", "high"),
+             ("search_space", "layers", "low"), ("search_space", "optimizer", "choices"),
+             ("search_space", "units"), ("search_space", "depth"), ("fixed", "hidden"),
+             ("fixed", "optimizer"), ("sampler", "name"), ("net",)]
+
+    def apply(changes):
+        d = copy.deepcopy(base)
+        for path, value in changes:
+            node = d
+            for p in path[:-1]:
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
+            node[path[-1]] = value
+        return d
+    return st.lists(st.tuples(st.sampled_from(paths), _structure), min_size=1, max_size=4).map(apply)
+
+
+_subset = st.lists(st.sampled_from(["sgd", "adam", "adagrad"]), min_size=1, max_size=3, unique=True)
+_maybe_when = st.one_of(st.none(), _subset.map(lambda v: {"optimizer": v}))
+
+
+@st.composite
+def _valid_conditional(draw) -> dict:
+    """Valid nested conditional spaces: depths 1..8, conditions on conditions (optimizer itself only
+    under some batch sizes), per-layer lists under a condition."""
+    d = mlp_dict()
+    ss = d["search_space"]
+    low = draw(st.integers(1, 7))
+    ss["layers"] = {"type": "int", "low": low, "high": draw(st.integers(low + 1, 8))}
+    ss["optimizer"]["when"] = draw(st.one_of(st.none(), st.lists(st.sampled_from([16, 32, 64]), min_size=1,
+                                                                  unique=True).map(lambda v: {"batch_size": v})))
+    for key in ("layers", "momentum", "lr_decay", "lr"):
+        ss[key]["when"] = draw(_maybe_when) if key != "momentum" else {"optimizer": draw(_subset)}
+    for key in list(ss):
+        if ss[key].get("when") is None:
+            ss[key].pop("when", None)
+    return d
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_structure_mutations(mlp_dict()), _valid_conditional()))
+def test_generated_conditional_specs_raise_spec_error_or_draw_exactly_the_active_params(data) -> None:
+    """Bad when/per_layer/as give one SpecError line; a space that passes draws, for every trial,
+    exactly the parameters active under its own values, and folds into lists the net takes."""
+    import optuna
+
+    from hpsearch.space import Conditional, active_names, layout, net_params
+    try:
+        spec = spec_from_dict(data)
+    except SpecError as exc:
+        assert "\n" not in exc.line() and exc.line().startswith("<dict>")
+        return
+    space = Conditional(spec.space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        trial = study.ask()
+        values = space(trial)
+        assert set(values) == set(trial.params) == active_names(spec.space, values)
+        folded = net_params(values, layout(spec.space))
+        for name, depth, target in layout(spec.space):   # an inactive depth: the net's default
+            assert depth not in folded and (len(folded[target]) == values[depth] if depth in values
+                                            else target not in folded)
+            assert not any(k.startswith(name + "_") for k in folded)
+        study.tell(trial, 0.0)
 
 
 def _load_text(tmp_path_factory, data) -> None:

@@ -280,3 +280,45 @@ def test_conv_algorithms_chosen_once_and_all_that_fit_agree(kw, in_shape, chosen
 def test_conv_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="algo must be one of"):
         Conv2d(3, 3, algo="fft")
+
+
+# --------------------------------------------------------------------------- whole nets of any depth
+
+DEEP = [
+    pytest.param("mlp", [7, 5, 4], id="mlp-depth3"),
+    pytest.param("mlp", [6], id="mlp-depth1"),
+    pytest.param("autoencoder", [9, 6, 3], id="autoencoder-3-mirrored"),
+    pytest.param("autoencoder", 5, id="autoencoder-int"),
+    pytest.param("lenet", [6, 5], id="lenet-fc2"),
+]
+
+
+@pytest.mark.parametrize("net, hidden", DEEP)
+def test_whole_net_gradients_at_any_depth(net, hidden):
+    """Every parameter of a multi-layer net against central differences (small widths, float64)."""
+    from nets.gradcheck import check_model
+    from nets.losses import LOSSES
+    from nets.models import autoencoder, lenet5, mlp
+    rng = np.random.default_rng(0)
+    if net == "mlp":
+        model, x = mlp(hidden, classes=3, n_in=8, seed=1, dtype=np.float64), rng.standard_normal((3, 8))
+        target, loss = rng.integers(0, 3, 3), LOSSES["nll"]()
+    elif net == "autoencoder":
+        model, x = autoencoder(hidden, n_in=10, seed=1, dtype=np.float64), rng.random((3, 10))
+        target, loss = x.copy(), LOSSES["mse"]()
+    else:
+        model = lenet5(hidden, conv1=2, conv2=3, classes=4, seed=1, dtype=np.float64)
+        x = rng.standard_normal((2, 28, 28, 1))
+        target, loss = rng.integers(0, 4, 2), LOSSES["nll"]()
+    n_linear = sum(type(layer).__name__ == "Linear" for layer in model.layers)
+    depth = 1 if isinstance(hidden, int) else len(hidden)
+    assert n_linear == {"mlp": depth + 1, "autoencoder": 2 * depth, "lenet": depth + 1}[net]
+    assert check_model(model, loss, x, target) <= TOL
+
+
+@pytest.mark.parametrize("hidden", [[], [0], [4, -1], list(range(1, 10)), [2.5], True])
+def test_bad_layer_lists_are_config_errors(hidden):
+    from nets.errors import ConfigError
+    from nets.models import mlp
+    with pytest.raises(ConfigError, match="hidden must be"):
+        mlp(hidden)

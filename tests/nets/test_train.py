@@ -57,6 +57,25 @@ def test_save_load_roundtrip_predicts_identically(tmp_path):
     assert model.layers[-2].n_out == 20
 
 
+def test_mlp_of_depth_three_learns():
+    res = nets.train("mlp", {"epochs": 1, "hidden": [128, 64, 32], "batch_size": 32})
+    assert res.history[-1]["val_top1"] > 70.0
+
+
+@pytest.mark.parametrize("net, hidden, widths", [
+    ("mlp", [64, 32, 16], [64, 32, 16, 10]),
+    ("autoencoder", [256, 64, 32], [256, 64, 32, 64, 256, 784]),
+    ("lenet", [40, 20], [40, 20, 10]),
+    ("lenet", 30, [30, 10]),
+])
+def test_layer_lists_save_and_load_back(tmp_path, net, hidden, widths):
+    res = nets.train(net, {"epochs": 1, "hidden": hidden, "batch_size": 64})
+    model = nets.load(nets.save(res.model, tmp_path / "m.npz"))
+    assert [layer.n_out for layer in model.layers if hasattr(layer, "n_out")][-len(widths):] == widths
+    x = nets.get_recipe(net).load_data(None).val.inputs()[:50]
+    np.testing.assert_array_equal(model.predict(x), res.model.predict(x))
+
+
 def test_load_rejects_a_non_model_file(tmp_path):
     bad = tmp_path / "x.npz"
     bad.write_bytes(b"not a zip")
@@ -162,3 +181,26 @@ def test_buffer_caches_stay_bounded_when_batch_shapes_keep_changing():
         loss.forward(y, np.zeros_like(y))
         model.backward(loss.backward())
     assert len(model.layers[0]._bufs) <= MAX_BUFFERS and len(loss._bufs) <= MAX_BUFFERS
+
+
+def _own_mlp(hidden=16, seed=0, dtype=np.float32, arch=None):
+    """A user's net named like the built-in mlp, on LeNet's (28, 28, 1) images."""
+    from nets.layers import Flatten, Linear
+    arch = {**(arch or {}), "builder": "tests.nets.test_train:OWN_MLP"}
+    return nets.Model([Flatten(), Linear(hidden, act="relu"), Linear(10)], (28, 28, 1), seed=seed,
+                      dtype=dtype, head="logsoftmax", arch=arch)
+
+
+OWN_MLP = nets.Recipe(name="mlp", build=_own_mlp, loss="nll", load_data=nets.RECIPES["lenet"].load_data,
+                      defaults={**{k: v for k, v in nets.RECIPES["lenet"].defaults.items()
+                                   if k not in ("conv1", "conv2")}, "hidden": 16},
+                      metrics=dict(nets.RECIPES["lenet"].metrics))
+
+
+def test_a_users_recipe_named_like_a_builtin_loads_with_its_own_builder(tmp_path):
+    """Same weight count as the built-in mlp (784-16-10), other input shape: the builder must win."""
+    res = nets.train(OWN_MLP, {"epochs": 1, "batch_size": 64})
+    model = nets.load(nets.save(res.model, tmp_path / "m.npz"))
+    assert model.input_shape == (28, 28, 1)
+    x = nets.get_recipe("lenet").load_data(None).val.inputs()[:20]
+    np.testing.assert_array_equal(model.predict(x), res.model.predict(x))
