@@ -197,6 +197,17 @@ def _overrides(sets: tuple[str, ...], file: str, options: dict[str, Any]) -> lis
     return parse_overrides(sets, file) + out
 
 
+def _print_phases() -> None:
+    """``--verbose``: the sweep's start-up steps (logger hpsearch.phases) on stderr, as they end."""
+    import logging
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("phase %(message)s"))
+    phases = logging.getLogger("hpsearch.phases")
+    phases.addHandler(handler)
+    phases.setLevel(logging.INFO)
+    phases.propagate = False
+
+
 def _sigterm_as_interrupt() -> None:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -215,10 +226,11 @@ def _sigterm_as_interrupt() -> None:
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")
+@click.option("--verbose", is_flag=True, help="Print when each start-up step ends (seconds since the start).")
 @_handles_errors
 def run(spec: str, trials: int | None, extend: int | None, timeout: str | None,
         parallelism: int | None, backend: str | None, master: str | None, storage: str | None,
-        tracking_uri: str | None, sets: tuple[str, ...]) -> None:
+        tracking_uri: str | None, sets: tuple[str, ...], verbose: bool = False) -> None:
     """Run a study until its budget is met; resume it if it was stopped.
 
     \b
@@ -235,6 +247,8 @@ def run(spec: str, trials: int | None, extend: int | None, timeout: str | None,
                "master": master, "storage": storage, "tracking_uri": tracking_uri}
     study = load_spec(spec, _overrides(sets, spec, options))
     _sigterm_as_interrupt()
+    if verbose:
+        _print_phases()
     try:
         if sys.stdout.isatty():
             with LiveView(study.name) as view:

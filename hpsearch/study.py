@@ -205,6 +205,40 @@ def _shielded() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- the sweep
 
+class Phases:
+    """When each start-up step of a sweep ended, in seconds since the sweep began (``--verbose``
+    prints them as they come: logger ``hpsearch.phases`` at INFO)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def mark(self, name: str, took: float | None = None, offset: float = 0.0) -> None:
+        import logging
+        at = time.perf_counter() - self.t0 + offset
+        with self._lock:
+            if name in self.seen:
+                return
+            self.seen[name] = at
+        logging.getLogger("hpsearch.phases").info(
+            "%5.2f s  %s%s", at, name, "" if took is None else f" (took {took:.2f} s)")
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.mark(name, time.perf_counter() - t)
+
+    def mark_at(self, name: str, wall: float) -> None:
+        """``name`` happened at ``wall`` (``time.time()``, e.g. on a worker)."""
+        self.mark(name, None, offset=wall - time.time())
+
+    def timed_call(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.timed(name):
+            return fn(*args, **kwargs)
+
+
 @dataclass
 class _Budget:
     """The budget and its bookkeeping: trials with a verdict, the target, the deadline, the times."""
@@ -392,6 +426,7 @@ class _Sweep:
         self.notes: list[str] = []
         self.retry_lost = True
         self.per_layer = layout(spec.space) if space is None else ()
+        self.phases = Phases()
 
     def note(self, text: str, once: bool = False) -> None:
         if not (once and text in self.notes):
@@ -406,26 +441,42 @@ class _Sweep:
         from hpsearch.space import Conditional, distributions, is_conditional
         spec = self.spec
         spec.check_runnable()
-        recipe = resolve_recipe(spec.net)
-        data = load_spec_data(spec, recipe)
+        session = self._start_spark()          # the session starts while the data is read
+        with self.phases.timed("data"):
+            recipe = resolve_recipe(spec.net)
+            data = load_spec_data(spec, recipe)
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
-        if spec.execution.backend == "spark" and self.spark is None:
-            self.note(f"starting Spark ({spec.execution.master or 'local'}); this takes 10-20 s ...")
-            if spec.execution.spark_conf:             # the session, with the study's settings
-                from hpsearch.backends.spark import spark_session
-                self.spark = spark_session(spec.execution.master, spec.execution.parallelism,
-                                           app_name=f"hpsearch {spec.name}", conf=spec.execution.spark_conf)
+        if session is not None:
+            with self.phases.timed("wait for Spark"):
+                self.spark = session.result()
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
                                data=data, master=spec.execution.master, study_name=spec.name,
                                spark=self.spark, data_parallel=spec.execution.data_parallel)
+        self.phases.mark("backend ready")
         self.parallelism = backend.parallelism
         self.retry_lost = getattr(backend, "retry_lost", True)
         for text in parallelism_notes(backend.parallelism, getattr(backend, "slots", None),
                                       spec.budget.trials, spec.sampler.name):
             self.note(text)
         return backend, dists
+
+    def _start_spark(self) -> Any:
+        """A future of the SparkSession this sweep needs (``None``: none, or one was passed in)."""
+        ex = self.spec.execution
+        if ex.backend != "spark" or self.spark is not None:
+            return None
+        from concurrent.futures import ThreadPoolExecutor
+
+        from hpsearch.backends.spark import spark_session
+        self.note(f"starting Spark ({ex.master or 'local'}); this takes 10-20 s ...")
+        cores = ex.parallelism and ex.parallelism * (ex.data_parallel.workers if ex.data_parallel else 1)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="hpsearch-spark-start")
+        future = pool.submit(self.phases.timed_call, "Spark session", spark_session, ex.master, cores,
+                             app_name=f"hpsearch {self.spec.name}", conf=ex.spark_conf or None)
+        pool.shutdown(wait=False)
+        return future
 
     # ---------------------------------------------------------------- the run
 
@@ -436,7 +487,9 @@ class _Sweep:
         try:
             # a tracking server that does not answer fails the run before the study store exists
             check_reachable(self.spec.tracking.uri)
+            self.phases.mark("tracking server checked")
             study = _open_study(self.spec)
+            self.phases.mark("study open")
             with driver_lock(study):
                 return self._run_locked(study, backend, dists, extend)
         finally:
@@ -468,6 +521,7 @@ class _Sweep:
         fixed = tracker.reconcile(study.get_trials(deepcopy=False))
         if fixed:
             self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
+        self.phases.mark("MLflow parent run started")
         trials = _Trials(self, study, dists, tracker)
         status = "FAILED"
         try:
@@ -501,6 +555,7 @@ class _Sweep:
     def _loop(self, study: optuna.Study, backend: Backend, trials: _Trials) -> None:
         while True:
             for result in backend.run(self._tasks(study, trials)):
+                self.phases.mark_at("first trial started (on its worker)", result.started or time.time())
                 trials.handle(result)
             if not trials.retries:
                 return
@@ -525,6 +580,7 @@ class _Sweep:
                 return
             task = trials.ask()
             if task is not None:
+                self.phases.mark("first trial dispatched")
                 self.obs.started(task, trials.progress())
                 yield task
 

@@ -272,6 +272,17 @@ def run_partition(data_name: str | None, task: TrialTask, batches: Iterable[Any]
     yield result_batch(execute(task, worker_data(data_name)))
 
 
+def _prestart(data_name: str | None, batches: Iterable[Any]) -> Iterator[Any]:
+    """A task that readies its Python worker for trials: imports, one thread, the data decoded."""
+    import hpsearch.objective  # noqa: F401 - imports nets (numba) and the trial's code
+
+    for _ in batches:
+        pass
+    limit_threads()
+    worker_data(data_name)
+    yield result_batch(os.getpid())
+
+
 def _probe(channel: PruningChannel, batches: Iterable[Any]) -> Iterator[Any]:
     """A task that dials the pruning channel and returns why it could not (``None``: it could)."""
     from hpsearch.pruning import ping
@@ -351,8 +362,22 @@ class SparkBackend(Backend):
         self._data = data
         self._data_name: str | None = None
         self._shipped = False
+        self._ship_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._warmed: set[str] = set()
+        self._prestarted = threading.Thread(target=self._prestart_workers, daemon=True,
+                                            name="hpsearch-prestart")
+        self._prestarted.start()
+
+    def _prestart_workers(self) -> None:
+        """Ship the data and start every slot's Python worker (imports, data decoded) while the
+        driver opens the study and MLflow; the first trials then start on ready workers."""
+        try:
+            name = self._ship()
+            self.collect(functools.partial(_prestart, name), f"{self.study_name} workers start",
+                         tasks=self.slots)
+        except Exception as exc:  # noqa: BLE001 - only a head start: trials report real problems
+            log.info("starting the Python workers ahead failed: %s", job_error(exc))
 
     def _executors_here(self) -> bool:
         if self.connect:
@@ -361,10 +386,11 @@ class SparkBackend(Backend):
 
     # the data is shipped on first use, so building a backend costs nothing more than the session
     def _ship(self) -> str | None:
-        if not self._shipped:
-            self._data_name = ship_data(self.spark, self._data)
-            self._shipped = True
-        return self._data_name
+        with self._ship_lock:
+            if not self._shipped:
+                self._data_name = ship_data(self.spark, self._data)
+                self._shipped = True
+            return self._data_name
 
     def _warm(self, task: TrialTask) -> None:
         """Compile (or load) the net's numba code on the driver, so local workers find a warm cache."""
@@ -457,3 +483,8 @@ class SparkBackend(Backend):
     def cancel(self) -> None:
         self._cancelled.set()
         self._tags.cancel()
+
+    def close(self) -> None:
+        if self._prestarted.is_alive():        # the sweep ended before its workers were ready
+            self._tags.cancel()
+            self._prestarted.join(10)
