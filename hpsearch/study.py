@@ -427,6 +427,7 @@ class _Sweep:
         self.retry_lost = True
         self.per_layer = layout(spec.space) if space is None else ()
         self.phases = Phases()
+        self._tracking: Any = None   # a future: the tracking server checked, the store open
 
     def note(self, text: str, once: bool = False) -> None:
         if not (once and text in self.notes):
@@ -439,6 +440,7 @@ class _Sweep:
         from hpsearch.backends import make_backend
         from hpsearch.recipes import load_spec_data, resolve_recipe
         from hpsearch.space import Conditional, distributions, is_conditional
+        from hpsearch.tracking import open_store
         spec = self.spec
         spec.check_runnable()
         session = self._start_spark()          # the session starts while the data is read
@@ -448,6 +450,7 @@ class _Sweep:
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
+        self._tracking = self._background("MLflow store open", open_store, spec.tracking.uri)
         if session is not None:
             with self.phases.timed("wait for Spark"):
                 self.spark = session.result()
@@ -467,14 +470,17 @@ class _Sweep:
         ex = self.spec.execution
         if ex.backend != "spark" or self.spark is not None:
             return None
-        from concurrent.futures import ThreadPoolExecutor
-
         from hpsearch.backends.spark import spark_session
         self.note(f"starting Spark ({ex.master or 'local'}); this takes 10-20 s ...")
         cores = ex.parallelism and ex.parallelism * (ex.data_parallel.workers if ex.data_parallel else 1)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="hpsearch-spark-start")
-        future = pool.submit(self.phases.timed_call, "Spark session", spark_session, ex.master, cores,
-                             app_name=f"hpsearch {self.spec.name}", conf=ex.spark_conf or None)
+        return self._background("Spark session", spark_session, ex.master, cores,
+                                app_name=f"hpsearch {self.spec.name}", conf=ex.spark_conf or None)
+
+    def _background(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on a thread of its own, timed as phase ``name``; a future."""
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(1, thread_name_prefix="hpsearch-start")
+        future = pool.submit(self.phases.timed_call, name, fn, *args, **kwargs)
         pool.shutdown(wait=False)
         return future
 
@@ -482,12 +488,10 @@ class _Sweep:
 
     def run(self, extend: int | None) -> SweepSummary:
         from hpsearch.storage import driver_lock
-        from hpsearch.tracking import check_reachable
         backend, dists = self._prepare()
         try:
             # a tracking server that does not answer fails the run before the study store exists
-            check_reachable(self.spec.tracking.uri)
-            self.phases.mark("tracking server checked")
+            self._tracking.result()
             study = _open_study(self.spec)
             self.phases.mark("study open")
             with driver_lock(study):

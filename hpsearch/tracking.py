@@ -73,6 +73,21 @@ def check_reachable(uri: str | None) -> None:
     _check_credentials(uri)
 
 
+def open_store(uri: str | None) -> None:
+    """Check the tracking server (:func:`check_reachable`) and open the store once, so a new local
+    store's schema is created now (1-2 s), while Spark starts, not on the sweep's critical path."""
+    check_reachable(uri)
+    uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return
+    from mlflow import MlflowClient
+    try:
+        with quiet_mlflow():
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001 - a bad store is reported, with its message, by the Tracker
+        pass
+
+
 def _check_credentials(uri: str) -> None:
     """One authenticated read, with the credentials MLflow itself will send (MLFLOW_TRACKING_USERNAME
     and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN): a server with authentication that
