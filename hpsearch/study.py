@@ -427,7 +427,7 @@ class _Sweep:
         self.retry_lost = True
         self.per_layer = layout(spec.space) if space is None else ()
         self.phases = Phases()
-        self._tracking: Any = None   # a future: the tracking server checked, the store open
+        self._tracking: Any = None   # a future: the tracking server checked, MLflow imported
 
     def note(self, text: str, once: bool = False) -> None:
         if not (once and text in self.notes):
@@ -450,7 +450,7 @@ class _Sweep:
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
-        self._tracking = self._background("MLflow store open", open_store, spec.tracking.uri)
+        self._tracking = self._background("MLflow checked", open_store, spec.tracking.uri)
         if session is not None:
             with self.phases.timed("wait for Spark"):
                 self.spark = session.result()

@@ -74,18 +74,13 @@ def check_reachable(uri: str | None) -> None:
 
 
 def open_store(uri: str | None) -> None:
-    """Check the tracking server (:func:`check_reachable`) and open the store once, so a new local
-    store's schema is created now (1-2 s), while Spark starts, not on the sweep's critical path."""
+    """Check the tracking server (:func:`check_reachable`) and import what MLflow's client needs
+    (about a second), while Spark starts. Writes nothing: a local store is created by the sweep,
+    once the study is locked, so a run that stops before leaves no MLflow data behind."""
     check_reachable(uri)
-    uri = resolve_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        return
-    from mlflow import MlflowClient
-    try:
-        with quiet_mlflow():
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception:  # noqa: BLE001 - a bad store is reported, with its message, by the Tracker
-        pass
+    import mlflow.tracking  # noqa: F401
+    if not resolve_uri(uri).startswith(("http://", "https://")):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def _check_credentials(uri: str) -> None:
