@@ -294,3 +294,24 @@ def test_sql_udf_and_predict_over_connect(finished_lenet, cspark, server, env: d
     assert proc.returncode == 0, proc.stderr
     got = pd.read_parquet(out).sort_values("id")
     assert np.array_equal(got["prediction"].to_numpy(), expected)
+
+
+def test_mlflow_spark_udf_scores_10000_rows_over_connect(finished_lenet, cspark, monkeypatch) -> None:
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from pyspark.sql.functions import struct
+
+    import hpsearch
+    from nets.recipes import mnist_classify
+    path, spec, images, expected = finished_lenet
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", spec.tracking.uri)
+    raw = mnist_classify().val.x.reshape(-1, 784).astype(np.float64)
+    reps = -(-10_000 // len(raw))
+    pdf = pd.DataFrame({"id": np.arange(10_000), "pixels": list(np.tile(raw, (reps, 1))[:10_000])})
+    df = cspark.createDataFrame(pdf).repartition(4)
+    run_id = hpsearch.best_trial(spec).run_id
+    udf = mlflow.pyfunc.spark_udf(cspark, f"runs:/{run_id}/model", env_manager="local")
+    got = df.select("id", udf(struct("pixels")).alias("digit")).toPandas().sort_values("id")
+    assert len(got) == 10_000
+    assert np.array_equal(got["digit"].to_numpy(), np.tile(expected, reps)[:10_000])
