@@ -36,6 +36,13 @@ UNK, BOS, EOS = 1, 2, 3
 LM_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 
 _LETTERS = re.compile(r"[^a-z]+")
+_WORDS = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
+TEXT_PIPELINE = 2
+"""The text CNN's pipeline for new models: 1 is the BigDL seed's (letters only, words longer than 2
+characters, out-of-vocabulary words dropped, the last `seq_len` tokens kept), 2 this one (words with
+inner apostrophes and numbers, any length, out-of-vocabulary words mapped to <unk> at id 1, the first
+`seq_len` tokens kept). A model records its pipeline (`arch["text"]`); a model without one is 1."""
+_KEEP_LAST = {1: True, 2: False}
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -104,24 +111,31 @@ def drop_header(text: str) -> str:
     return text[m.end():] if m else ""
 
 
-def doc_tokens(text: str) -> list[str]:
-    """The text CNN's tokens: lower-case, letters only, longer than 2 characters."""
-    return [w for w in _LETTERS.split(text.lower()) if len(w) > 2]
+def doc_tokens(text: str, pipeline: int = 1) -> list[str]:
+    """The text CNN's tokens, lower-case: pipeline 1 letters only, longer than 2 characters; 2 words
+    with inner apostrophes (it's, o'er) and numbers, any length."""
+    if pipeline == 1:
+        return [w for w in _LETTERS.split(text.lower()) if len(w) > 2]
+    return _WORDS.findall(text.lower())
 
 
-def build_vocab(docs: list[list[str]], max_words: int = 20000, skip_top: int = 10) -> list[str]:
-    """["<pad>", words...]: by frequency (ties alphabetical), the `skip_top` most frequent skipped."""
+def build_vocab(docs: list[list[str]], max_words: int = 20000, skip_top: int = 10, unk: bool = False) -> list[str]:
+    """["<pad>", "<unk>" (with `unk`), words...]: by frequency (ties alphabetical), the `skip_top` most
+    frequent skipped."""
     counts = Counter(w for d in docs for w in d)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ["<pad>"] + [w for w, _ in ranked[skip_top:skip_top + max_words]]
+    return ["<pad>"] + ["<unk>"] * unk + [w for w, _ in ranked[skip_top:skip_top + max_words]]
 
 
-def encode_docs(docs: list[list[str]], vocab: list[str], seq_len: int) -> np.ndarray:
-    """(N, seq_len) int32: in-vocabulary ids of each document's last seq_len kept tokens, 0-padded."""
-    index = {w: i for i, w in enumerate(vocab) if i != PAD}
+def encode_docs(docs: list[list[str]], vocab: list[str], seq_len: int, keep_last: bool = True) -> np.ndarray:
+    """(N, seq_len) int32: each document's ids, its last (or first) seq_len, 0-padded at the end. A word
+    out of the vocabulary is <unk> when the vocabulary has it (id 1), dropped otherwise."""
+    unk = UNK if len(vocab) > UNK and vocab[UNK] == "<unk>" else None
+    index = {w: i for i, w in enumerate(vocab) if i != PAD and i != unk}
     out = np.zeros((len(docs), seq_len), np.int32)
     for n, d in enumerate(docs):
-        ids = [index[w] for w in d if w in index][-seq_len:]
+        ids = [i for i in (index.get(w, unk) for w in d) if i is not None]
+        ids = ids[-seq_len:] if keep_last else ids[:seq_len]
         out[n, :len(ids)] = ids
     return out
 
@@ -214,27 +228,31 @@ def read_glove(path, vocab: list[str], seed: int = 0) -> tuple[np.ndarray, int]:
     return table, len(rows)
 
 
-def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000, skip_top: int = 10,
+def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000, skip_top: int = 0,
                     glove: str | None = None, drop_headers: bool = False, val_fraction: float = 0.2,
-                    seed: int = 0) -> Data:
+                    seed: int = 0, pipeline: int = TEXT_PIPELINE) -> Data:
     """The text CNN's data: a 20 Newsgroups-style directory (and GloVe vectors) as id sequences."""
     if path is None:
         raise ConfigError("textcnn needs --data DIR: a 20 Newsgroups-style folder (one folder per class)")
     if int(seq_len) < 1 or int(vocab) < 1 or int(skip_top) < 0:
         raise ConfigError(f"seq_len and vocab must be >= 1 and skip_top >= 0; got "
                           f"{seq_len!r}, {vocab!r}, {skip_top!r}")
+    if pipeline not in _KEEP_LAST:
+        raise ConfigError(f"pipeline must be one of {sorted(_KEEP_LAST)} (the text pipeline); got {pipeline!r}")
     texts, labels, names = read_newsgroups(path, classes, drop_headers)
-    docs = [doc_tokens(t) for t in texts]
+    docs = [doc_tokens(t, pipeline) for t in texts]
     tr, va = split_indices(len(docs), val_fraction, seed)
-    words = build_vocab([docs[i] for i in tr], int(vocab), int(skip_top))
-    if len(words) < 2:
+    words = build_vocab([docs[i] for i in tr], int(vocab), int(skip_top), unk=pipeline > 1)
+    if len(words) < 2 + (pipeline > 1):
         raise DataError(path, "no words left for the vocabulary (too few documents or all words skipped)")
-    x = encode_docs(docs, words, int(seq_len))
+    x = encode_docs(docs, words, int(seq_len), _KEEP_LAST[pipeline])
     info = {"vocab": words, "classes": names, "source": str(path), "documents": (len(tr), len(va)),
+            "text": {"pipeline": pipeline},
             "arch": {"length": int(seq_len), "vocab_size": len(words), "n_classes": len(names),
                      "pretrained": glove is not None and glove != ""},
             "data_params": {"seq_len": seq_len, "classes": classes, "vocab": vocab, "skip_top": skip_top,
-                            "glove": glove, "drop_headers": drop_headers, "val_fraction": val_fraction}}
+                            "glove": glove, "drop_headers": drop_headers, "val_fraction": val_fraction,
+                            "pipeline": pipeline}}
     if info["arch"]["pretrained"]:
         table, found = read_glove(glove, words, seed)
         info["embedding"] = table
@@ -317,6 +335,8 @@ def load_corpus(path, vocab: int = 4000, max_len: int = 50, val_fraction: float 
                 source=str(p), info=info)
 
 
-def encode_texts(texts: list[str], vocab: list[str], seq_len: int) -> np.ndarray:
-    """New documents as the text CNN's input ids, with a saved model's vocabulary (`model.vocab`)."""
-    return encode_docs([doc_tokens(t) for t in texts], vocab, seq_len)
+def encode_texts(texts: list[str], vocab: list[str], seq_len: int, text: dict | None = None) -> np.ndarray:
+    """New documents as the text CNN's input ids, with a saved model's vocabulary (`model.vocab`) and
+    pipeline (`model.arch.get("text")`; None: pipeline 1, that of models saved without one)."""
+    pipeline = int((text or {}).get("pipeline", 1))
+    return encode_docs([doc_tokens(t, pipeline) for t in texts], vocab, seq_len, _KEEP_LAST[pipeline])
