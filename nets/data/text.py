@@ -40,9 +40,9 @@ _WORDS = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 TEXT_PIPELINE = 2
 """The text CNN's pipeline for new models: 1 is the BigDL seed's (letters only, words longer than 2
 characters, out-of-vocabulary words dropped, the last `seq_len` tokens kept), 2 this one (words with
-inner apostrophes and numbers, any length, out-of-vocabulary words mapped to <unk> at id 1, the first
-`seq_len` tokens kept). A model records its pipeline (`arch["text"]`); a model without one is 1."""
-_KEEP_LAST = {1: True, 2: False}
+inner apostrophes and numbers, any length, out-of-vocabulary words mapped to <unk> at id 1, the last
+`seq_len` tokens kept too). A model records its pipeline (`arch["text"]`); a model without one is 1."""
+PIPELINES = (1, 2)
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -127,15 +127,14 @@ def build_vocab(docs: list[list[str]], max_words: int = 20000, skip_top: int = 1
     return ["<pad>"] + ["<unk>"] * unk + [w for w, _ in ranked[skip_top:skip_top + max_words]]
 
 
-def encode_docs(docs: list[list[str]], vocab: list[str], seq_len: int, keep_last: bool = True) -> np.ndarray:
-    """(N, seq_len) int32: each document's ids, its last (or first) seq_len, 0-padded at the end. A word
-    out of the vocabulary is <unk> when the vocabulary has it (id 1), dropped otherwise."""
+def encode_docs(docs: list[list[str]], vocab: list[str], seq_len: int) -> np.ndarray:
+    """(N, seq_len) int32: the ids of each document's last seq_len kept tokens, 0-padded at the end. A
+    word out of the vocabulary is <unk> when the vocabulary has it (id 1), dropped otherwise."""
     unk = UNK if len(vocab) > UNK and vocab[UNK] == "<unk>" else None
     index = {w: i for i, w in enumerate(vocab) if i != PAD and i != unk}
     out = np.zeros((len(docs), seq_len), np.int32)
     for n, d in enumerate(docs):
-        ids = [i for i in (index.get(w, unk) for w in d) if i is not None]
-        ids = ids[-seq_len:] if keep_last else ids[:seq_len]
+        ids = [i for i in (index.get(w, unk) for w in d) if i is not None][-seq_len:]
         out[n, :len(ids)] = ids
     return out
 
@@ -237,15 +236,15 @@ def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000,
     if int(seq_len) < 1 or int(vocab) < 1 or int(skip_top) < 0:
         raise ConfigError(f"seq_len and vocab must be >= 1 and skip_top >= 0; got "
                           f"{seq_len!r}, {vocab!r}, {skip_top!r}")
-    if pipeline not in _KEEP_LAST:
-        raise ConfigError(f"pipeline must be one of {sorted(_KEEP_LAST)} (the text pipeline); got {pipeline!r}")
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"pipeline must be 1 (BigDL's) or 2 (the text pipeline); got {pipeline!r}")
     texts, labels, names = read_newsgroups(path, classes, drop_headers)
     docs = [doc_tokens(t, pipeline) for t in texts]
     tr, va = split_indices(len(docs), val_fraction, seed)
     words = build_vocab([docs[i] for i in tr], int(vocab), int(skip_top), unk=pipeline > 1)
     if len(words) < 2 + (pipeline > 1):
         raise DataError(path, "no words left for the vocabulary (too few documents or all words skipped)")
-    x = encode_docs(docs, words, int(seq_len), _KEEP_LAST[pipeline])
+    x = encode_docs(docs, words, int(seq_len))
     info = {"vocab": words, "classes": names, "source": str(path), "documents": (len(tr), len(va)),
             "text": {"pipeline": pipeline},
             "arch": {"length": int(seq_len), "vocab_size": len(words), "n_classes": len(names),
@@ -339,4 +338,4 @@ def encode_texts(texts: list[str], vocab: list[str], seq_len: int, text: dict | 
     """New documents as the text CNN's input ids, with a saved model's vocabulary (`model.vocab`) and
     pipeline (`model.arch.get("text")`; None: pipeline 1, that of models saved without one)."""
     pipeline = int((text or {}).get("pipeline", 1))
-    return encode_docs([doc_tokens(t, pipeline) for t in texts], vocab, seq_len, _KEEP_LAST[pipeline])
+    return encode_docs([doc_tokens(t, pipeline) for t in texts], vocab, seq_len)
