@@ -2,10 +2,12 @@
 
 * 20 Newsgroups layout (`load_newsgroups`): one folder per class, one text file per document. Files
   that are not UTF-8 are read as Latin-1 (the real set has such bytes); mail headers can be dropped.
-  Pipeline of the seed (BigDL text classifier): lower-case, letters only, tokens longer than 2
-  characters; vocabulary by training-split frequency, skipping the `skip_top` (10) most frequent words,
-  up to `vocab` (20,000) words; out-of-vocabulary words dropped; the last `seq_len` tokens kept; zero
-  padding at the end. Id 0 is padding, words are 1..V.
+  Text pipeline 2 (the default): lower-case words (letters and digits, inner apostrophes), any length;
+  vocabulary by training-split frequency, skipping the `skip_top` (0) most frequent words, up to `vocab`
+  (20,000) words, plus <unk> for every other word; the last `seq_len` tokens kept; zero padding at the
+  end. Ids: 0 <pad>, 1 <unk>, words 2... Pipeline 1 is the seed's (BigDL text classifier): letters a-z
+  only, tokens longer than 2 characters, out-of-vocabulary words dropped, ids 0 <pad>, words 1..V (with
+  `skip_top` 10, the seed's text). Short documents lose much of their text to it.
 * GloVe text vectors (`read_glove`): `word v1 ... vd` per line; the dimension is checked on every line;
   vocabulary words missing from the file get a seeded random vector; coverage is reported.
 * A plain-text corpus (`load_corpus`, e.g. Tiny Shakespeare's input.txt): paragraphs split into
@@ -36,7 +38,7 @@ UNK, BOS, EOS = 1, 2, 3
 LM_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 
 _LETTERS = re.compile(r"[^a-z]+")
-_WORDS = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
+_WORDS = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")        # letters or digits, inner apostrophes
 TEXT_PIPELINE = 2
 """The text CNN's pipeline for new models: 1 is the BigDL seed's (letters only, words longer than 2
 characters, out-of-vocabulary words dropped, the last `seq_len` tokens kept), 2 this one (words with
@@ -112,8 +114,8 @@ def drop_header(text: str) -> str:
 
 
 def doc_tokens(text: str, pipeline: int = 1) -> list[str]:
-    """The text CNN's tokens, lower-case: pipeline 1 letters only, longer than 2 characters; 2 words
-    with inner apostrophes (it's, o'er) and numbers, any length."""
+    """The text CNN's tokens, lower-case: pipeline 1 letters a-z only, longer than 2 characters; 2 words
+    of letters (any alphabet) and digits with inner apostrophes (it's, o'er), any length."""
     if pipeline == 1:
         return [w for w in _LETTERS.split(text.lower()) if len(w) > 2]
     return _WORDS.findall(text.lower())
