@@ -465,8 +465,8 @@ def report(res: dict) -> str:
     q = res.get("short")
     if q:
         m = q["mean_val_top1"]
-        lines += ["", f"quality textcnn, short stand-in ({q['documents']} documents, median {q['median_tokens']:.0f} "
-                      f"tokens), {q['settings']}, {len(q['runs'])} seeds, val_top1 mean",
+        lines += ["", f"quality textcnn, short stand-in ({q['documents']} documents, median "
+                      f"{q['median_tokens']:.0f} tokens), {q['settings']}, {len(q['runs'])} seeds, val_top1 mean",
                   f"  nets {m['nets']:.2f}  nets old defaults {q['old_defaults']} {m['nets_old']:.2f}  "
                   f"torch (conventional pipeline) {m['torch']:.2f}",
                   f"  nets - torch {q['nets_minus_torch']:+.2f} points (within 1: "

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--skip-top", type=int, metavar="N",
                       help="textcnn: leave the N most frequent words out (0; BigDL's seed: 10)")
     text.add_argument("--pipeline", type=int, choices=[1, 2],
-                      help="textcnn: text pipeline (2; 1: BigDL's, letters only, unknown words dropped)")
+                      help="textcnn: text pipeline (2; 1: BigDL's, letters a-z only, unknown words dropped)")
     text.add_argument("--max-len", type=int, metavar="T", help="rnn: steps per sequence (50)")
     text.add_argument("--embed", type=int, help="textcnn: embedding width without GloVe (100)")
     text.add_argument("--filters", type=int, help="textcnn: filters per convolution (128)")

@@ -108,9 +108,12 @@ def test_tokens_are_lower_case_letters_longer_than_two():
         ["hello", "world", "test", "case", "mail"]
 
 
-def test_pipeline_2_tokens_keep_short_words_numbers_apostrophes_and_any_alphabet():
-    assert doc_tokens("Hello, World! It's a 2nd TEST-case; ok? e-mail x11r5 na\u00efve o'er_", 2) == \
-        ["hello", "world", "it's", "a", "2nd", "test", "case", "ok", "e", "mail", "x11r5", "na\u00efve", "o'er"]
+def test_pipeline_2_tokens_are_pipeline_1s_in_any_alphabet():
+    text = "Hello, World! It's a 2nd TEST-case; ok? e-mail x11r5 " \
+        "Hamlet's na\u00efve \u0436\u0438\u0437\u043d\u044c"
+    assert doc_tokens(text, 2) == ["hello", "world", "test", "case", "mail", "hamlet", "na\u00efve",
+                                   "\u0436\u0438\u0437\u043d\u044c"]
+    assert doc_tokens(text, 1) == ["hello", "world", "test", "case", "mail", "hamlet"]
 
 
 def test_unknown_words_become_unk_when_the_vocabulary_has_it():

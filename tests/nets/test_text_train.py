@@ -173,7 +173,7 @@ def test_model_saved_before_the_new_text_pipeline_encodes_and_predicts_as_it_did
 def test_a_model_records_its_text_pipeline_and_encodes_new_text_with_it(ng, tmp_path):
     new = nets.load(nets.save(nets.train("textcnn", {**CNN, "epochs": 1}, str(ng)).model, tmp_path / "n.npz"))
     assert new.arch["text"] == {"pipeline": 2} and new.vocab[1] == "<unk>"
-    ids = encode_texts(["The zorgs deployed 2 satellites"], new.vocab, 20, new.arch["text"])
+    ids = encode_texts(["The zorgs deployed many satellites"], new.vocab, 20, new.arch["text"])
     assert ids[0, :5].tolist() == [new.vocab.index("the"), 1, new.vocab.index("deployed"), 1, 1]
     path = tmp_path / "old.npz"
     r = run_cli("train", "textcnn", "--data", str(ng), "--seq-len", "20", "--embed", "8", "--filters", "6",
@@ -181,5 +181,5 @@ def test_a_model_records_its_text_pipeline_and_encodes_new_text_with_it(ng, tmp_
     assert r.returncode == 0, r.stderr
     old = nets.load(path)
     assert old.arch["text"] == {"pipeline": 1} and "<unk>" not in old.vocab and "the" not in old.vocab
-    assert encode_texts(["The zorgs deployed 2 satellites"], old.vocab, 20, old.arch["text"])[0, 0] == \
+    assert encode_texts(["The zorgs deployed many satellites"], old.vocab, 20, old.arch["text"])[0, 0] == \
         old.vocab.index("deployed")
