@@ -143,7 +143,7 @@ def _expected(name: str, model: nets.Model, values: list) -> list:
         if v is None:
             out.append(None)
         elif name == "textcnn":
-            ids = encode_texts([v], model.vocab, model.input_shape[0])
+            ids = encode_texts([v], model.vocab, model.input_shape[0], model.arch.get("text"))
             out.append(model.classes[int(model.predict(ids).argmax())])
         elif name == "rnn":
             index = {w: i for i, w in enumerate(model.vocab) if i >= len(LM_SPECIALS)}
