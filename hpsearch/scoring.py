@@ -165,7 +165,7 @@ def score(model: Any, kind: str, values: list[Any]) -> list[Any]:
         got: list[Any] = _lm_scores(model, [str(r) for r in rows])
     elif kind == TEXT:
         from nets.data.text import encode_texts
-        ids = encode_texts([str(r) for r in rows], model.vocab, int(model.input_shape[0]))
+        ids = encode_texts([str(r) for r in rows], model.vocab, int(model.input_shape[0]), model.arch.get("text"))
         best = model.predict(ids).argmax(axis=1)
         names = getattr(model, "classes", None)
         got = [names[i] if names else str(int(i)) for i in best]

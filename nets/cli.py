@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--drop-headers", action="store_const", const=True, dest="drop_headers",
                       help="textcnn: drop mail/news headers")
     text.add_argument("--vocab", type=int, metavar="V",
-                      help="vocabulary size (textcnn 20000 after the 10 most frequent; rnn 4000 + unknown)")
+                      help="vocabulary size (textcnn 20000 + unknown; rnn 4000 + unknown)")
+    text.add_argument("--skip-top", type=int, metavar="N",
+                      help="textcnn: leave the N most frequent words out (0; BigDL's seed: 10)")
+    text.add_argument("--pipeline", type=int, choices=[1, 2],
+                      help="textcnn: text pipeline (2; 1: BigDL's, letters a-z only, unknown words dropped)")
     text.add_argument("--max-len", type=int, metavar="T", help="rnn: steps per sequence (50)")
     text.add_argument("--embed", type=int, help="textcnn: embedding width without GloVe (100)")
     text.add_argument("--filters", type=int, help="textcnn: filters per convolution (128)")
@@ -79,7 +83,7 @@ def _widths(text: str) -> int | list[int]:
 def _params(args) -> dict:
     keys = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_decay", "hidden",
             "glove", "fine_tune", "seq_len", "classes", "drop_headers", "vocab", "max_len", "embed",
-            "filters", "val_fraction")
+            "filters", "val_fraction", "skip_top", "pipeline")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 

@@ -55,6 +55,8 @@ def load(path: str | Path) -> Model:
     if model.params.shape != params.shape:
         raise DataError(path, f"weights have {params.size} values, architecture needs {model.params.size}")
     model.params[:] = params
+    if "text" in arch:                                       # the text pipeline (absent: the first one)
+        model.arch["text"] = arch["text"]
     for key, a in extras.items():
         if key in ("vocab", "classes"):
             setattr(model, key, str(a).split("\n"))

@@ -122,10 +122,10 @@ RECIPES["textcnn"] = Recipe(
     "textcnn", models.text_cnn, "nll", text_classify,
     {"epochs": 2, "batch_size": 128, "lr": 0.01, "optimizer": "adagrad", **_COMMON, "lr_decay": 2e-4,
      "embed": 100, "filters": 128, "hidden": 100, "fine_tune": False,
-     "seq_len": 1000, "classes": None, "vocab": 20000, "skip_top": 10, "glove": None,
-     "drop_headers": False, "val_fraction": 0.2},
+     "seq_len": 1000, "classes": None, "vocab": 20000, "skip_top": 0, "glove": None,
+     "drop_headers": False, "val_fraction": 0.2, "pipeline": 2},
     _CLASSIFY,
-    data_keys=("seq_len", "classes", "vocab", "skip_top", "glove", "drop_headers", "val_fraction"))
+    data_keys=("seq_len", "classes", "vocab", "skip_top", "glove", "drop_headers", "val_fraction", "pipeline"))
 
 RECIPES["rnn"] = Recipe(
     "rnn", models.rnn_lm, "seq_nll", text_corpus,
@@ -182,6 +182,8 @@ def build_model(recipe: Recipe, params: dict, seed: int = 0, dtype=np.float32, i
 def attach_text_info(model: Model, info: dict) -> None:
     """Vocabulary and class names onto the model (nets.save keeps them); GloVe vectors into its table."""
     model.vocab = list(info.get("vocab") or [])
+    if info.get("text"):                                     # how its text becomes ids (nets.data.text)
+        model.arch["text"] = dict(info["text"])
     if info.get("classes") is not None:
         model.classes = list(info["classes"])
     if info.get("embedding") is not None:

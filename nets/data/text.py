@@ -2,10 +2,11 @@
 
 * 20 Newsgroups layout (`load_newsgroups`): one folder per class, one text file per document. Files
   that are not UTF-8 are read as Latin-1 (the real set has such bytes); mail headers can be dropped.
-  Pipeline of the seed (BigDL text classifier): lower-case, letters only, tokens longer than 2
-  characters; vocabulary by training-split frequency, skipping the `skip_top` (10) most frequent words,
-  up to `vocab` (20,000) words; out-of-vocabulary words dropped; the last `seq_len` tokens kept; zero
-  padding at the end. Id 0 is padding, words are 1..V.
+  Text pipeline 2 (the default): lower-case words of letters (any alphabet), longer than 2 characters;
+  vocabulary by training-split frequency, skipping the `skip_top` (0) most frequent words, up to `vocab`
+  (20,000) words, plus <unk> for every other word; the last `seq_len` tokens kept; zero padding at the
+  end. Ids: 0 <pad>, 1 <unk>, words 2... Pipeline 1 is the seed's (BigDL text classifier): letters a-z
+  only, out-of-vocabulary words dropped, ids 0 <pad>, words 1..V (with `skip_top` 10, the seed's text).
 * GloVe text vectors (`read_glove`): `word v1 ... vd` per line; the dimension is checked on every line;
   vocabulary words missing from the file get a seeded random vector; coverage is reported.
 * A plain-text corpus (`load_corpus`, e.g. Tiny Shakespeare's input.txt): paragraphs split into
@@ -36,6 +37,14 @@ UNK, BOS, EOS = 1, 2, 3
 LM_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 
 _LETTERS = re.compile(r"[^a-z]+")
+_WORDS = re.compile(r"[^\W\d_]+")                           # letters of any alphabet
+TEXT_PIPELINE = 2
+"""The text CNN's pipeline for new models: 1 is the BigDL seed's (letters only, words longer than 2
+characters, out-of-vocabulary words dropped, the last `seq_len` tokens kept), 2 this one (the same words,
+in any alphabet, out-of-vocabulary words mapped to <unk> at id 1). Measured on the Shakespeare stand-in
+(bench/text_vs_torch.py), keeping short words, numbers and words with apostrophes (hamlet's) as tokens
+cost points. A model records its pipeline (`arch["text"]`); a model without one is 1."""
+PIPELINES = (1, 2)
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -107,24 +116,29 @@ def drop_header(text: str) -> str:
     return text[m.end():] if m else ""
 
 
-def doc_tokens(text: str) -> list[str]:
-    """The text CNN's tokens: lower-case, letters only, longer than 2 characters."""
-    return [w for w in _LETTERS.split(text.lower()) if len(w) > 2]
+def doc_tokens(text: str, pipeline: int = 1) -> list[str]:
+    """The text CNN's tokens, lower-case, longer than 2 characters: pipeline 1 letters a-z only, 2 letters
+    of any alphabet. Digits and apostrophes split words (hamlet's -> hamlet)."""
+    words = _LETTERS.split(text.lower()) if pipeline == 1 else _WORDS.findall(text.lower())
+    return [w for w in words if len(w) > 2]
 
 
-def build_vocab(docs: list[list[str]], max_words: int = 20000, skip_top: int = 10) -> list[str]:
-    """["<pad>", words...]: by frequency (ties alphabetical), the `skip_top` most frequent skipped."""
+def build_vocab(docs: list[list[str]], max_words: int = 20000, skip_top: int = 10, unk: bool = False) -> list[str]:
+    """["<pad>", "<unk>" (with `unk`), words...]: by frequency (ties alphabetical), the `skip_top` most
+    frequent skipped."""
     counts = Counter(w for d in docs for w in d)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ["<pad>"] + [w for w, _ in ranked[skip_top:skip_top + max_words]]
+    return ["<pad>"] + ["<unk>"] * unk + [w for w, _ in ranked[skip_top:skip_top + max_words]]
 
 
 def encode_docs(docs: list[list[str]], vocab: list[str], seq_len: int) -> np.ndarray:
-    """(N, seq_len) int32: in-vocabulary ids of each document's last seq_len kept tokens, 0-padded."""
-    index = {w: i for i, w in enumerate(vocab) if i != PAD}
+    """(N, seq_len) int32: the ids of each document's last seq_len kept tokens, 0-padded at the end. A
+    word out of the vocabulary is <unk> when the vocabulary has it (id 1), dropped otherwise."""
+    unk = UNK if len(vocab) > UNK and vocab[UNK] == "<unk>" else None
+    index = {w: i for i, w in enumerate(vocab) if i != PAD and i != unk}
     out = np.zeros((len(docs), seq_len), np.int32)
     for n, d in enumerate(docs):
-        ids = [index[w] for w in d if w in index][-seq_len:]
+        ids = [i for i in (index.get(w, unk) for w in d) if i is not None][-seq_len:]
         out[n, :len(ids)] = ids
     return out
 
@@ -232,27 +246,31 @@ def _capped_lines(f, path: Path):
         yield lineno, line
 
 
-def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000, skip_top: int = 10,
+def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000, skip_top: int = 0,
                     glove: str | None = None, drop_headers: bool = False, val_fraction: float = 0.2,
-                    seed: int = 0) -> Data:
+                    seed: int = 0, pipeline: int = TEXT_PIPELINE) -> Data:
     """The text CNN's data: a 20 Newsgroups-style directory (and GloVe vectors) as id sequences."""
     if path is None:
         raise ConfigError("textcnn needs --data DIR: a 20 Newsgroups-style folder (one folder per class)")
     if int(seq_len) < 1 or int(vocab) < 1 or int(skip_top) < 0:
         raise ConfigError(f"seq_len and vocab must be >= 1 and skip_top >= 0; got "
                           f"{seq_len!r}, {vocab!r}, {skip_top!r}")
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"pipeline must be 1 (BigDL's) or 2 (the text pipeline); got {pipeline!r}")
     texts, labels, names = read_newsgroups(path, classes, drop_headers)
-    docs = [doc_tokens(t) for t in texts]
+    docs = [doc_tokens(t, pipeline) for t in texts]
     tr, va = split_indices(len(docs), val_fraction, seed)
-    words = build_vocab([docs[i] for i in tr], int(vocab), int(skip_top))
-    if len(words) < 2:
+    words = build_vocab([docs[i] for i in tr], int(vocab), int(skip_top), unk=pipeline > 1)
+    if len(words) < 2 + (pipeline > 1):
         raise DataError(path, "no words left for the vocabulary (too few documents or all words skipped)")
     x = encode_docs(docs, words, int(seq_len))
     info = {"vocab": words, "classes": names, "source": str(path), "documents": (len(tr), len(va)),
+            "text": {"pipeline": pipeline},
             "arch": {"length": int(seq_len), "vocab_size": len(words), "n_classes": len(names),
                      "pretrained": glove is not None and glove != ""},
             "data_params": {"seq_len": seq_len, "classes": classes, "vocab": vocab, "skip_top": skip_top,
-                            "glove": glove, "drop_headers": drop_headers, "val_fraction": val_fraction}}
+                            "glove": glove, "drop_headers": drop_headers, "val_fraction": val_fraction,
+                            "pipeline": pipeline}}
     if info["arch"]["pretrained"]:
         table, found = read_glove(glove, words, seed)
         info["embedding"] = table
@@ -335,6 +353,8 @@ def load_corpus(path, vocab: int = 4000, max_len: int = 50, val_fraction: float 
                 source=str(p), info=info)
 
 
-def encode_texts(texts: list[str], vocab: list[str], seq_len: int) -> np.ndarray:
-    """New documents as the text CNN's input ids, with a saved model's vocabulary (`model.vocab`)."""
-    return encode_docs([doc_tokens(t) for t in texts], vocab, seq_len)
+def encode_texts(texts: list[str], vocab: list[str], seq_len: int, text: dict | None = None) -> np.ndarray:
+    """New documents as the text CNN's input ids, with a saved model's vocabulary (`model.vocab`) and
+    pipeline (`model.arch.get("text")`; None: pipeline 1, that of models saved without one)."""
+    pipeline = int((text or {}).get("pipeline", 1))
+    return encode_docs([doc_tokens(t, pipeline) for t in texts], vocab, seq_len)

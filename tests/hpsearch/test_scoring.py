@@ -2,6 +2,7 @@
 scoring of each net against nets in-process, and `hpsearch predict`."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def _expected(name: str, model: nets.Model, values: list) -> list:
         if v is None:
             out.append(None)
         elif name == "textcnn":
-            ids = encode_texts([v], model.vocab, model.input_shape[0])
+            ids = encode_texts([v], model.vocab, model.input_shape[0], model.arch.get("text"))
             out.append(model.classes[int(model.predict(ids).argmax())])
         elif name == "rnn":
             index = {w: i for i, w in enumerate(model.vocab) if i >= len(LM_SPECIALS)}
@@ -178,6 +179,13 @@ def test_each_net_scores_like_nets_in_process(text_models, name: str, kind: str)
     assert scoring.model_kind(model) == kind
     values = _inputs(name)
     _same(scoring.score(model, kind, values), _expected(name, model, values))
+
+
+def test_a_text_cnn_saved_before_the_new_text_pipeline_scores_as_it_did() -> None:
+    here = Path(__file__).parents[1] / "nets" / "data"
+    rec = json.loads((here / "textcnn_v1.json").read_text())
+    model = nets.load(here / "textcnn_v1.npz")
+    assert scoring.score(model, scoring.TEXT, rec["documents"]) == rec["classes"]
 
 
 @pytest.mark.slow

@@ -108,6 +108,21 @@ def test_tokens_are_lower_case_letters_longer_than_two():
         ["hello", "world", "test", "case", "mail"]
 
 
+def test_pipeline_2_tokens_are_pipeline_1s_in_any_alphabet():
+    text = "Hello, World! It's a 2nd TEST-case; ok? e-mail x11r5 " \
+        "Hamlet's na\u00efve \u0436\u0438\u0437\u043d\u044c"
+    assert doc_tokens(text, 2) == ["hello", "world", "test", "case", "mail", "hamlet", "na\u00efve",
+                                   "\u0436\u0438\u0437\u043d\u044c"]
+    assert doc_tokens(text, 1) == ["hello", "world", "test", "case", "mail", "hamlet"]
+
+
+def test_unknown_words_become_unk_when_the_vocabulary_has_it():
+    vocab = build_vocab([["b", "a", "b", "c"]], 2, 0, unk=True)
+    assert vocab == ["<pad>", "<unk>", "b", "a"]
+    x = encode_docs([["a", "zzz", "c", "b"], ["qq"], []], vocab, 3)
+    np.testing.assert_array_equal(x, [[1, 1, 2], [1, 0, 0], [0, 0, 0]])
+
+
 def test_vocabulary_skips_the_most_frequent_and_caps_the_size():
     docs = [["w%02d" % i] * (30 - i) for i in range(20)]          # w00 most frequent ... w19 least
     vocab = build_vocab(docs, max_words=5, skip_top=10)
@@ -178,6 +193,7 @@ def test_load_newsgroups_builds_padded_sequences_and_a_seeded_split(tmp_path):
     assert len(d.train) + len(d.val) == 18 and len(d.val) == round(18 * 0.25)
     assert d.info["arch"] == {"length": 12, "vocab_size": len(d.info["vocab"]), "n_classes": 3,
                               "pretrained": False}
+    assert d.info["text"] == {"pipeline": 2} and d.info["vocab"][:2] == ["<pad>", "<unk>"]
     x = d.train.x
     for row in x:                                  # zero padding only at the end
         nz = np.flatnonzero(row)
@@ -189,6 +205,18 @@ def test_load_newsgroups_builds_padded_sequences_and_a_seeded_split(tmp_path):
     np.testing.assert_array_equal(again.val.x, d.val.x)
     other = load_newsgroups(root, seq_len=12, skip_top=2, drop_headers=True, val_fraction=0.25, seed=1)
     assert not np.array_equal(other.val.y, d.val.y) or not np.array_equal(other.val.x, d.val.x)
+
+
+def test_pipeline_1_is_the_seeds_text_and_other_pipelines_are_refused(tmp_path):
+    root = write_newsgroups(tmp_path / "ng")
+    old = load_newsgroups(root, seq_len=40, skip_top=10, drop_headers=True, pipeline=1)
+    docs = [doc_tokens(t) for t in read_newsgroups(root, drop_headers=True)[0]]
+    tr, _ = split_indices(len(docs), 0.2)
+    words = build_vocab([docs[i] for i in tr], 20000, 10)
+    assert old.info["vocab"] == words and old.info["text"] == {"pipeline": 1}
+    np.testing.assert_array_equal(old.train.x, encode_docs([docs[i] for i in tr], words, 40))
+    with pytest.raises(nets.ConfigError, match="pipeline must be 1"):
+        load_newsgroups(root, pipeline=3)
 
 
 def test_split_indices():

@@ -3,6 +3,7 @@ classes, frozen GloVe table) and predicts identically, sparse embedding updates,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +156,30 @@ def test_same_seed_same_weights_and_data_settings_must_match(ng):
     # splits cut down without the Data's info (as hpsearch's warm-up does) still carry the vocabulary
     tiny = nets.Data(data.train.subset(8), data.val.subset(4), data.source)
     assert nets.train("textcnn", {**CNN, "epochs": 1}, tiny).model.vocab == data.info["vocab"]
+
+
+def test_model_saved_before_the_new_text_pipeline_encodes_and_predicts_as_it_did():
+    """tests/nets/data/textcnn_v1.npz was saved by the text pipeline of issue 16's start (letters only,
+    out-of-vocabulary words dropped, last tokens kept); the .json holds what it gave then."""
+    here = Path(__file__).parent / "data"
+    rec = json.loads((here / "textcnn_v1.json").read_text())
+    model = nets.load(here / "textcnn_v1.npz")
+    ids = encode_texts(rec["documents"], model.vocab, model.input_shape[0], model.arch.get("text"))
+    np.testing.assert_array_equal(ids, rec["ids"])
+    np.testing.assert_allclose(model.predict(ids), rec["log_probs"], rtol=1e-5, atol=1e-6)
+    assert "text" not in model.arch
+
+
+def test_a_model_records_its_text_pipeline_and_encodes_new_text_with_it(ng, tmp_path):
+    new = nets.load(nets.save(nets.train("textcnn", {**CNN, "epochs": 1}, str(ng)).model, tmp_path / "n.npz"))
+    assert new.arch["text"] == {"pipeline": 2} and new.vocab[1] == "<unk>"
+    ids = encode_texts(["The zorgs deployed many satellites"], new.vocab, 20, new.arch["text"])
+    assert ids[0, :5].tolist() == [new.vocab.index("the"), 1, new.vocab.index("deployed"), 1, 1]
+    path = tmp_path / "old.npz"
+    r = run_cli("train", "textcnn", "--data", str(ng), "--seq-len", "20", "--embed", "8", "--filters", "6",
+                "--epochs", "1", "--drop-headers", "--pipeline", "1", "--skip-top", "10", "--save", str(path))
+    assert r.returncode == 0, r.stderr
+    old = nets.load(path)
+    assert old.arch["text"] == {"pipeline": 1} and "<unk>" not in old.vocab and "the" not in old.vocab
+    assert encode_texts(["The zorgs deployed many satellites"], old.vocab, 20, old.arch["text"])[0, 0] == \
+        old.vocab.index("deployed")
