@@ -15,7 +15,8 @@ def test_every_epoch_reports_the_cost_metrics():
     run = _run(hidden=16)
     hist = run.fit()
     last = hist.epochs[-1]
-    assert last["params"] == run.model.n_params == sum(p.size for l in run.model.layers for p in l.p.values())
+    assert last["params"] == run.model.n_params == sum(p.size for layer in run.model.layers
+                                                                    for p in layer.p.values())
     assert last["infer_ms"] > 0 and 0 < last["train_s"] <= hist.seconds
     assert set(COST_METRICS) <= set(nets.RECIPES["lenet"].metrics)
     assert nets.RECIPES["lenet"].metrics["val_top1"] == "maximize"   # a recipe's own stay
