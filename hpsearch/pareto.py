@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
 
 Point = Sequence[float]
 
@@ -112,3 +116,12 @@ def _hv(cs: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
         below = [c[:-1] for c in cs if c[-1] <= lo]
         total += _hv(below, ref[:-1]) * (hi - lo)
     return total
+
+
+def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """A multi-objective study's Pareto set: its non-dominated completed trials, by number."""
+    from optuna.trial import TrialState
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                  key=lambda t: t.number)
+    directions = [d.name.lower() for d in study.directions]
+    return [done[i] for i in pareto_indices([t.values for t in done], directions)]
