@@ -90,9 +90,10 @@ def plot(trials: list[optuna.trial.FrozenTrial], metrics: tuple[str, ...], direc
     for ax, (i, j) in zip(axes[0], pairs):
         pts = [(t.values[i], t.values[j]) for t in trials]
         front = sorted(pts[k] for k in pareto_indices(pts, [directions[i], directions[j]]))
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, c="0.6", label="completed trials")
-        ax.plot([p[0] for p in front], [p[1] for p in front], "o-", c="C3", drawstyle="steps-post"
-                if directions[i] != directions[j] else "steps-pre", label="Pareto front")
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14, c="tab:gray", label="completed trials")
+        # the front's attainment boundary: along x ascending, a minimised x steps after each point
+        ax.plot([p[0] for p in front], [p[1] for p in front], "o-", c="tab:red", label="Pareto front",
+                drawstyle="steps-post" if directions[i] == "minimize" else "steps-pre")
         ax.set_xlabel(f"{metrics[i]} ({directions[i]})")
         ax.set_ylabel(f"{metrics[j]} ({directions[j]})")
         ax.legend(fontsize=8)

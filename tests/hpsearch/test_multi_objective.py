@@ -209,3 +209,17 @@ def test_lenet_mo_runs_on_spark_with_its_pareto_set_in_mlflow(tmp_path: Path, sp
     assert sum(r.data.tags.get("hpsearch.pareto") == "true" for r in children) == len(front)
     workers = {r.data.tags["hpsearch.worker"] for r in children}
     assert all(str(os.getpid()) not in w for w in workers)     # trials ran in Spark tasks
+
+
+def test_the_front_plot_draws_every_pair_of_three_objectives(tmp_path: Path) -> None:
+    from optuna.distributions import FloatDistribution
+
+    from hpsearch.pareto_log import plot
+    rng = random.Random(0)
+    trials = [optuna.trial.create_trial(values=[rng.random() for _ in range(3)], params={"x": 0.5},
+                                        distributions={"x": FloatDistribution(0, 1)}) for _ in range(9)]
+    path = tmp_path / "front.png"
+    plot(trials, ("val_top1", "infer_ms", "params"), ["maximize", "minimize", "minimize"], path)
+    from PIL import Image
+    width, height = Image.open(path).size
+    assert width > 2.5 * height            # three panels side by side
