@@ -282,7 +282,8 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
         budget = spec.budget.trials if spec.budget.trials is not None else "-"
         click.echo(f"ok {path}: net {spec.net}, {len(spec.space)} searched param(s), "
                    f"{spec.sampler.name} sampler, {spec.pruner.name} pruner, {budget} trial(s), "
-                   f"objective {spec.objective.metric} ({spec.objective.direction})")
+                   "objective " + ", ".join(f"{m} ({d})" for m, d in zip(spec.objective.all_metrics,
+                                                                         spec.objective.all_directions)))
         for p in spec.pending:
             click.echo(f"  note: {p.key}: {p.problem}; {p.hint}")
     if bad:
