@@ -4,7 +4,8 @@ tag ``hpsearch.pareto`` (``true``/``false``) on every completed trial's child ru
 On the parent run: ``pareto/pareto_set.json`` (an MLflow table: trial, run id, every objective,
 the params), ``pareto/pareto_set.csv`` (the same), ``pareto/pareto_front.png`` (two objectives: every
 completed trial and the front as a step line; three or more: one panel per pair of objectives, with
-that pair's front) and the tag ``hpsearch.pareto_trials`` (the front's trial numbers).
+that pair's front) and the tags ``hpsearch.pareto_trials`` (the front's trial numbers) and
+``hpsearch.objectives`` (``val_top1 (maximize), infer_ms (minimize)``).
 """
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ def _log(tracker: Tracker, study: optuna.Study, spec: StudySpec) -> None:
     client.log_text(parent, out.getvalue(), "pareto/pareto_set.csv")
     on_front = set(cols["trial"])
     client.set_tag(parent, "hpsearch.pareto_trials", ",".join(map(str, sorted(on_front))) or "-")
+    client.set_tag(parent, "hpsearch.objectives", ", ".join(
+        f"{m} ({d})" for m, d in zip(metrics, spec.objective.directions)))
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for t in done:
         run_id = t.user_attrs.get("mlflow_run_id")
