@@ -210,6 +210,25 @@ def test_lenet_mo_runs_on_spark_with_its_pareto_set_in_mlflow(tmp_path: Path, sp
     workers = {r.data.tags["hpsearch.worker"] for r in children}
     assert all(str(os.getpid()) not in w for w in workers)     # trials ran in Spark tasks
 
+    # predict: no single best, so --trial N; it scores with that trial's own model
+    import numpy as np
+    import pandas as pd
+
+    import nets
+    from hpsearch.scoring import predict_parquet
+    from nets.recipes import mnist_classify
+    raw = mnist_classify().val.x.reshape(-1, 784)[:40]
+    images = tmp_path / "images.parquet"
+    pd.DataFrame({"id": np.arange(len(raw)), "pixels": list(raw.astype(np.float32))}).to_parquet(images)
+    with pytest.raises(HpsearchError, match="--trial N"):
+        predict_parquet(spec, str(images), str(tmp_path / "none.parquet"), spark=spark)
+    pick = front[-1]
+    predict_parquet(spec, str(images), str(tmp_path / "out.parquet"), spark=spark, trial=pick.number)
+    local = client.download_artifacts(pick.run_id, "model/model.npz", str(tmp_path))
+    want = nets.load(local).predict(mnist_classify().val.inputs()[:40]).argmax(axis=1)
+    got = pd.read_parquet(tmp_path / "out.parquet").sort_values("id")["prediction"].to_numpy()
+    assert (got == want).all()
+
 
 def test_the_front_plot_draws_every_pair_of_three_objectives(tmp_path: Path) -> None:
     from optuna.distributions import FloatDistribution
