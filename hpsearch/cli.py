@@ -154,13 +154,18 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _trials_table(title: str, trials: list[TrialSummary], metric: str) -> Any:
+def _trials_table(title: str, trials: list[TrialSummary], metric: str,
+                  objectives: tuple[str, ...] = (), front: set[int] | None = None) -> Any:
+    """The trials; several ``objectives``: a column each, and (``front``) a ``*`` on the Pareto set."""
     from rich.table import Table
     table = Table(title=title, title_justify="left")
-    for col in ("trial", "state", metric or "value", "epochs", "seconds", "params"):
+    values = list(objectives) or [metric or "value"]
+    for col in ("trial", "state", *values, "epochs", "seconds", "params"):
         table.add_column(col, overflow="fold")
     for t in trials:
-        table.add_row(str(t.number), t.state, _fmt_value(t.value), str(t.epochs),
+        shown = t.values if objectives and t.values else (t.value,) + (None,) * (len(values) - 1)
+        mark = "*" if front is not None and t.number in front else ""
+        table.add_row(f"{t.number}{mark}", t.state, *map(_fmt_value, shown), str(t.epochs),
                       "-" if t.seconds is None else f"{t.seconds:.1f}",
                       _fmt_params(t.params) + (f"  [{t.reason}]" if t.reason else ""))
     return table
@@ -172,7 +177,10 @@ def _print_summary(summary: SweepSummary) -> None:
     if not summary.budget_met:
         click.echo(f"\n{summary.study}: {summary.added} trial(s) in {_fmt_seconds(summary.seconds)} "
                    f"({c[COMPLETE]} complete, {c[PRUNED]} pruned, {c[FAILED]} failed)")
-    if summary.top:
+    if summary.top and summary.objectives:
+        console.print(_trials_table(f"Pareto set: {len(summary.top)} trial(s)", list(summary.top),
+                                    summary.metric, summary.objectives))
+    elif summary.top:
         console.print(_trials_table(f"top {len(summary.top)} trials by {summary.metric} "
                                     f"({summary.direction})", list(summary.top), summary.metric))
     click.echo(f"Optuna storage: {redact(summary.storage)}")
@@ -288,7 +296,8 @@ def validate(specs: tuple[str, ...], sets: tuple[str, ...]) -> None:
         budget = spec.budget.trials if spec.budget.trials is not None else "-"
         click.echo(f"ok {path}: net {spec.net}, {len(spec.space)} searched param(s), "
                    f"{spec.sampler.name} sampler, {spec.pruner.name} pruner, {budget} trial(s), "
-                   f"objective {spec.objective.metric} ({spec.objective.direction})")
+                   "objective " + ", ".join(f"{m} ({d})" for m, d in zip(spec.objective.all_metrics,
+                                                                         spec.objective.all_directions)))
         for p in spec.pending:
             click.echo(f"  note: {p.key}: {p.problem}; {p.hint}")
     if bad:
@@ -314,16 +323,22 @@ def show(spec: str, as_json: bool, storage: str | None) -> None:
       hpsearch show studies/lenet.yaml
       hpsearch show studies/lenet.yaml --json | jq '.trials[] | select(.state == "COMPLETE")'
     """
-    from hpsearch.study import trial_summaries
+    from hpsearch.study import best_trial, trial_summaries
     study = _load_for_reading(spec, storage)
     trials = trial_summaries(study)
+    o = study.objective
+    front = None
+    if o.multi:
+        done = any(t.state == COMPLETE.upper() for t in trials)
+        front = {t.number for t in best_trial(study)} if done else set()
     if as_json:
-        click.echo(json.dumps({"study": study.name, "metric": study.objective.metric,
-                               "direction": study.objective.direction,
-                               "trials": [_jsonable(t) for t in trials]}, indent=2))
+        rows = [{**_jsonable(t, o.metrics), **({"pareto": t.number in front} if o.multi else {})}
+                for t in trials]
+        click.echo(json.dumps({"study": study.name, "metric": o.metric, "direction": o.direction,
+                               **_objectives_json(o), "trials": rows}, indent=2))
         return
-    _console().print(_trials_table(f"{study.name}: {len(trials)} trial(s)", trials,
-                                   study.objective.metric))
+    title = f"{study.name}: {len(trials)} trial(s)" + (" (* on the Pareto front)" if o.multi else "")
+    _console().print(_trials_table(title, trials, o.metric, o.metrics, front))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -342,6 +357,17 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
     from hpsearch.study import best_trial
     study = _load_for_reading(spec, storage)
     t = best_trial(study)
+    if isinstance(t, tuple):       # several objectives: the Pareto set
+        o = study.objective
+        if as_json:
+            click.echo(json.dumps({**_objectives_json(o), "pareto": [_jsonable(x, o.metrics) for x in t]},
+                                  indent=2))
+            return
+        _console().print(_trials_table(f"Pareto set of {study.name}: {len(t)} trial(s) ("
+                                       + ", ".join(f"{m} {d}" for m, d in zip(o.metrics, o.directions))
+                                       + ")", list(t), o.metric, o.metrics))
+        click.echo("no single best: hpsearch predict / train --best take --trial N")
+        return
     if as_json:
         click.echo(json.dumps(_jsonable(t), indent=2))
         return
@@ -359,6 +385,8 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
 @click.option("--params", "params_json", metavar="JSON",
               help="The configuration to train, as a JSON object (the study's fixed settings apply).")
 @click.option("--best", is_flag=True, help="Train the study's best completed trial's configuration.")
+@click.option("--trial", type=click.IntRange(min=0), metavar="N",
+              help="Train completed trial N's configuration (a multi-objective study has no single best).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Spark barrier tasks (one core each) that train the one model together "
                    "(default: execution.data_parallel.workers).")
@@ -373,7 +401,7 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=10 --set data.limit=null.")
 @_handles_errors
-def train(spec: str, params_json: str | None, best: bool, workers: int | None,
+def train(spec: str, params_json: str | None, best: bool, trial: int | None, workers: int | None,
           sync_every: int | None, seed: int | None, output: str | None, master: str | None,
           storage: str | None, tracking_uri: str | None, sets: tuple[str, ...]) -> None:
     """Train one configuration data-parallel on Spark and log it to MLflow as its own run.
@@ -396,7 +424,7 @@ def train(spec: str, params_json: str | None, best: bool, workers: int | None,
     _sigterm_as_interrupt()
     try:
         out = train_config(study, params=params, best=best, workers=workers, sync_every=sync_every,
-                           seed=seed, output=output)
+                           seed=seed, output=output, trial=trial)
     except KeyboardInterrupt:
         click.echo("Interrupted: the MLflow run was marked KILLED.", err=True)
         raise click.exceptions.Exit(130) from None
@@ -423,10 +451,20 @@ def _print_trained(out: Any, metric: str) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _jsonable(t: TrialSummary) -> dict[str, Any]:
-    value = t.value if t.value is None or math.isfinite(t.value) else None
-    return {"number": t.number, "state": t.state, "params": t.params, "value": value,
-            "epochs": t.epochs, "seconds": t.seconds, "reason": t.reason, "mlflow_run_id": t.run_id}
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def _jsonable(t: TrialSummary, objectives: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {"number": t.number, "state": t.state, "params": t.params, "value": _finite(t.value),
+           "epochs": t.epochs, "seconds": t.seconds, "reason": t.reason, "mlflow_run_id": t.run_id}
+    if objectives:
+        out["values"] = dict(zip(objectives, map(_finite, t.values))) if t.values else None
+    return out
+
+
+def _objectives_json(o: Any) -> dict[str, Any]:
+    return {"metrics": list(o.metrics), "directions": list(o.directions)} if o.multi else {}
 
 
 # --------------------------------------------------------------------------- schedule, predict
@@ -508,9 +546,11 @@ def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: 
 @click.option("--master", help="Spark master URL (default: execution.master, else local[*]).")
 @click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
+@click.option("--trial", type=click.IntRange(min=0), metavar="N",
+              help="Score with completed trial N's model (needed when the study has several objectives).")
 @_handles_errors
 def predict(spec: str, input_path: str, output_path: str, column: str | None, master: str | None,
-            storage: str | None, tracking_uri: str | None) -> None:
+            storage: str | None, tracking_uri: str | None, trial: int | None) -> None:
     """Score a Parquet file with the study's best model (the Spark SQL UDF of register_udf).
 
     lenet: pixels (784 raw 0..255 values) -> class; autoencoder: pixels -> reconstruction error;
@@ -524,7 +564,7 @@ def predict(spec: str, input_path: str, output_path: str, column: str | None, ma
     from hpsearch.scoring import predict_parquet
     from hpsearch.spec import load_spec
     study = load_spec(spec, _overrides((), spec, {"storage": storage, "tracking_uri": tracking_uri}))
-    out = predict_parquet(study, input_path, output_path, column, master=master)
+    out = predict_parquet(study, input_path, output_path, column, master=master, trial=trial)
     click.echo(f"wrote {out['rows']} row(s) to {out['output']}: prediction = {study.net}"
                f"({out['column']}), weights {out['source']}")
 

@@ -60,15 +60,16 @@ def parse_params(text: str) -> dict[str, Any]:
 
 
 def _configuration(spec: StudySpec, params: dict[str, Any] | None, best: bool,
-                   seed: int | None) -> tuple[dict[str, Any], int, str, int]:
+                   seed: int | None, trial: int | None = None) -> tuple[dict[str, Any], int, str, int]:
     """(searched params, seed, source, trial number) of what to train."""
-    if params is not None and best:
+    if params is not None and (best or trial is not None):
         raise HpsearchError("give --params or --best, not both")
-    if best:
-        from hpsearch.study import best_trial
-        t = best_trial(spec)
+    if best or trial is not None:
+        from hpsearch.study import chosen_trial
+        t = chosen_trial(spec, trial)
         trial_seed = spec.seed + t.number          # the seed the sweep trained it with
-        return dict(t.params), trial_seed if seed is None else seed, f"best trial {t.number}", t.number
+        what = "best trial" if trial is None else "trial"
+        return dict(t.params), trial_seed if seed is None else seed, f"{what} {t.number}", t.number
     source = "params" if params else "defaults"
     return dict(params or {}), spec.seed if seed is None else seed, source, 0
 
@@ -102,7 +103,7 @@ def _check_params(recipe: Any, fixed: dict[str, Any], params: dict[str, Any]) ->
 @quiet_libraries()          # MLflow's INFO lines (run links, migrations) as quiet as in a sweep
 def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best: bool = False,
                  workers: int | None = None, sync_every: int | None = None, seed: int | None = None,
-                 output: str | None = None, spark: Any = None) -> TrainSummary:
+                 output: str | None = None, spark: Any = None, trial: int | None = None) -> TrainSummary:
     """Train one configuration of ``spec`` on ``workers`` barrier tasks; log it to MLflow.
 
     ``workers`` and ``sync_every`` default to the study's ``execution.data_parallel`` (K: 1).
@@ -121,7 +122,7 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
     workers, sync_every = _ranks(spec, workers, sync_every)
     if output and not Path(output).resolve().parent.is_dir():
         raise HpsearchError(f"--output {output}: no such directory", "create it first")
-    searched, seed, source, number = _configuration(spec, params, best, seed)
+    searched, seed, source, number = _configuration(spec, params, best, seed, trial)
     recipe = resolve_recipe(spec.net)
     _check_params(recipe, spec.fixed, net_params(searched, layout(spec.space)))
     data = load_spec_data(spec, recipe)

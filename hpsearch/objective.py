@@ -18,12 +18,13 @@ from typing import Any
 from hpsearch.recipes import load_data, resolve_recipe
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
-Report = Callable[[int, float], bool]
-"""``report(epoch, value) -> prune?``: called after every epoch with the objective's value."""
+Report = Callable[..., bool]
+"""``report(epoch, value) -> prune?``: called after every epoch with the objective's value; in a
+multi-objective study ``report(epoch, value, values)`` with every objective's value too."""
 
 # --------------------------------------------------------------------------- pruning channel
 
-def never_prune(epoch: int, value: float) -> bool:
+def never_prune(epoch: int, value: float, values: list[float] | None = None) -> bool:
     """The report of a trial without a pruning channel: never asks to stop."""
     return False
 
@@ -63,14 +64,17 @@ def run_trial(task: TrialTask, report: Report = never_prune, data: Any = None) -
                     value=getattr(exc, "_hpsearch_value", None))
 
 
-def objective_value(task: TrialTask, epoch: int, metrics: dict[str, float]) -> float:
-    """The task's metric from one epoch's metrics; a missing or non-finite one fails the trial."""
-    if task.metric not in metrics:
-        raise _BadMetric(f"the net reported no '{task.metric}' (it reported "
+def objective_value(task: TrialTask, epoch: int, metrics: dict[str, float],
+                    metric: str | None = None) -> float:
+    """The task's metric (or ``metric``) from one epoch's metrics; a missing or non-finite one fails
+    the trial."""
+    metric = metric or task.metric
+    if metric not in metrics:
+        raise _BadMetric(f"the net reported no '{metric}' (it reported "
                          f"{', '.join(sorted(metrics))})")
-    value = float(metrics[task.metric])
+    value = float(metrics[metric])
     if not math.isfinite(value):
-        raise _BadMetric(f"{task.metric} became {value} at epoch {epoch}")
+        raise _BadMetric(f"{metric} became {value} at epoch {epoch}")
     return value
 
 
@@ -93,7 +97,10 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
         seen.append({"epoch": epoch, **metrics})
-        return bool(report(epoch, objective_value(task, epoch, metrics)))
+        value = objective_value(task, epoch, metrics)
+        if not task.objectives:
+            return bool(report(epoch, value))
+        return bool(report(epoch, value, [objective_value(task, epoch, metrics, m) for m in task.objectives]))
 
     first: list[float] = []
 

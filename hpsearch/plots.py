@@ -50,7 +50,7 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
 def _importance_problem(study: optuna.Study, done: list[Any]) -> str | None:
     if len(done) < 2:
         return f"needs >= 2 completed trials; the study has {len(done)}"
-    if len({t.value for t in done}) < 2:
+    if len({t.values[0] for t in done}) < 2:
         return "every completed trial has the same value"
     if not common_params(study):
         return "no parameter is in every completed trial"
@@ -67,7 +67,9 @@ def common_params(study: optuna.Study) -> list[str]:
 def _draw(name: str, study: optuna.Study, metric: str) -> Any:
     """The matplotlib Figure of one plot."""
     from optuna.visualization import matplotlib as ovm
-    target = {"target_name": metric} if metric else {}
+    target: dict[str, Any] = {"target_name": metric} if metric else {}
+    if len(study.directions) > 1:           # several objectives: these plots show the first
+        target["target"] = lambda t: t.values[0]
     calls: dict[str, Callable[[], Any]] = {
         "optimization_history": lambda: ovm.plot_optimization_history(study, **target),
         "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study, **target),

@@ -38,8 +38,9 @@ SERVICE = "hpsearch.Channel"
 SECRET_KEY = "x-hpsearch-secret"
 TLS_NAME = "hpsearch-driver"      # the name in the sweep's certificate (clients pin the certificate)
 
-Decide = Callable[[int, int, float], bool]
-"""``decide(trial_id, epoch, value) -> prune?``: the driver's answer to one report."""
+Decide = Callable[..., bool]
+"""``decide(trial_id, epoch, value, values=None) -> prune?``: the driver's answer to one report
+(``values``: every objective's, in a multi-objective study)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -52,13 +53,19 @@ def is_loopback(host: str) -> bool:
 
 
 def study_decider(study: optuna.Study) -> Decide:
-    """Report to ``study`` and ask its pruner, as ``optuna.Trial.report`` + ``should_prune`` would."""
+    """Report to ``study`` and ask its pruner, as ``optuna.Trial.report`` + ``should_prune`` would.
+    A multi-objective study (where ``Trial.report`` raises) stores the epoch's values on the trial
+    and asks its pruner directly (see :mod:`hpsearch.mo_pruner`)."""
     import optuna
 
     lock = threading.Lock()   # one report at a time: Optuna's storages are not all thread-safe
 
-    def decide(trial_id: int, epoch: int, value: float) -> bool:
+    def decide(trial_id: int, epoch: int, value: float, values: list[float] | None = None) -> bool:
         with lock:
+            if len(study.directions) > 1:
+                from hpsearch.mo_pruner import record
+                record(study, trial_id, epoch, values if values is not None else [value])
+                return study.pruner.prune(study, study._storage.get_trial(trial_id))
             trial = optuna.trial.Trial(study, trial_id)
             trial.report(value, epoch)
             return trial.should_prune()
@@ -106,7 +113,9 @@ def _handlers(secret: str, decide: Decide) -> Any:
         authorised(context)
         try:
             r = json.loads(request)
-            prune = decide(int(r["trial_id"]), int(r["epoch"]), float(r["value"]))
+            values = r.get("values")
+            values = None if values is None else [float(v) for v in values]
+            prune = decide(int(r["trial_id"]), int(r["epoch"]), float(r["value"]), values)
         except (ValueError, KeyError, TypeError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad report: {exc}")
         return json.dumps({"prune": bool(prune)}).encode()
@@ -200,9 +209,11 @@ class Reporter:
         self.channel, self.trial_id = channel, trial_id
         call(channel, "Ping", {}, timeout=timeout)     # fail now, before training, when unreachable
 
-    def __call__(self, epoch: int, value: float) -> bool:
-        answer = call(self.channel, "Report", {"trial_id": self.trial_id, "epoch": epoch,
-                                               "value": value})
+    def __call__(self, epoch: int, value: float, values: list[float] | None = None) -> bool:
+        body: dict[str, Any] = {"trial_id": self.trial_id, "epoch": epoch, "value": value}
+        if values is not None:
+            body["values"] = values
+        answer = call(self.channel, "Report", body)
         return bool(answer.get("prune"))
 
 

@@ -34,7 +34,8 @@ class TrialTask:
         number: the Optuna trial number (shown to users); ``trial_id`` is the storage's key.
         net: a built-in recipe name or ``package.module:attr``.
         params: searched hyperparameters; ``fixed``: the study's fixed ones.
-        metric: the objective metric; ``direction``: ``minimize``/``maximize``.
+        metric: the objective metric; ``direction``: ``minimize``/``maximize``; ``objectives``:
+            every objective metric of a multi-objective study (empty otherwise).
         channel: the pruning channel, or ``None`` when the study does not prune.
         per_layer: the space's per-layer lists, ``(param, depth param, net param)`` (see
             :data:`hpsearch.space.Layout`): how :meth:`net_params` folds ``units_1..n`` into a list.
@@ -54,6 +55,7 @@ class TrialTask:
     channel: PruningChannel | None = None
     attempt: int = 0
     per_layer: tuple[tuple[str, str, str], ...] = ()
+    objectives: tuple[str, ...] = ()     # every objective metric of a multi-objective study
 
     def train_params(self) -> dict[str, Any]:
         """The hyperparameters of the run, flat (as logged): fixed ones overridden by the searched ones."""

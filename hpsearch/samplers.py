@@ -60,7 +60,11 @@ SAMPLERS: dict[str, Factory] = {
     "cmaes": Factory("optuna.samplers", "CmaEsSampler", requires="cmaes"),
     "qmc": Factory("optuna.samplers", "QMCSampler", requires="scipy"),
     "gp": Factory("optuna.samplers", "GPSampler", requires="torch", install="torch"),
+    "nsga2": Factory("optuna.samplers", "NSGAIISampler"),
+    "nsga3": Factory("optuna.samplers", "NSGAIIISampler"),
 }
+SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
+"""Samplers that cannot search several objectives."""
 
 PRUNERS: dict[str, Factory] = {
     "none": Factory("optuna.pruners", "NopPruner"),
@@ -68,7 +72,10 @@ PRUNERS: dict[str, Factory] = {
     "percentile": Factory("optuna.pruners", "PercentilePruner"),
     "successive_halving": Factory("optuna.pruners", "SuccessiveHalvingPruner"),
     "hyperband": Factory("optuna.pruners", "HyperbandPruner"),
+    "mo_asha": Factory("hpsearch.mo_pruner", "MOASHAPruner"),
 }
+MULTI_OBJECTIVE_PRUNERS = frozenset({"none", "mo_asha"})
+"""The pruners of multi-objective studies (the others need a single value per epoch)."""
 
 
 def grid_values(params: tuple[ParamSpec, ...]) -> dict[str, list[Any]]:

@@ -228,11 +228,11 @@ def _read_run(run_id: str, uri: str | None) -> Weights:
                         "the study must run with tracking.log_weights: true (the default)")
 
 
-def _from_spec(spec: StudySpec) -> Weights:
-    from hpsearch.study import best_trial
-    best = best_trial(spec)
+def _from_spec(spec: StudySpec, trial: int | None = None) -> Weights:
+    from hpsearch.study import chosen_trial
+    best = chosen_trial(spec, trial)
     if not best.run_id:
-        raise HpsearchError(f"the best trial ({best.number}) of study '{spec.name}' has no MLflow run",
+        raise HpsearchError(f"trial {best.number} of study '{spec.name}' has no MLflow run",
                             "run the study again: hpsearch run " + spec.file)
     return _from_run(best.run_id, spec.tracking.uri)
 
@@ -414,8 +414,10 @@ def _scan_rows(dataset: Any, column: str, size: int | None) -> int:
 
 
 def predict_parquet(spec: StudySpec, input_path: str, output_path: str, column: str | None = None,
-                    *, master: str | None = None, spark: Any = None) -> dict[str, Any]:
-    """Score a Parquet file with the study's best model; write it with a ``prediction`` column.
+                    *, master: str | None = None, spark: Any = None,
+                    trial: int | None = None) -> dict[str, Any]:
+    """Score a Parquet file with the study's best model (or trial ``trial``'s: a multi-objective
+    study has no single best); write it with a ``prediction`` column.
 
     Everything is checked (input, output, column, weights) before Spark starts.
 
@@ -426,7 +428,7 @@ def predict_parquet(spec: StudySpec, input_path: str, output_path: str, column: 
         raise HpsearchError(f"--input {input_path}: no such file or directory")
     if Path(output_path).exists():
         raise HpsearchError(f"--output {output_path} already exists", "remove it or choose another path")
-    weights = load_weights(spec)
+    weights = load_weights(spec) if trial is None else _from_spec(spec, trial)
     model = model_from_bytes(weights.data)
     kind = model_kind(model)
     column = column or DEFAULT_COLUMNS[kind]

@@ -70,8 +70,25 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
+    """The objective: ``metric``/``direction`` (the first objective of a multi-objective study);
+    ``metrics``/``directions`` hold every objective when there are several (empty otherwise)."""
+
     metric: str
     direction: str
+    metrics: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+    @property
+    def all_metrics(self) -> tuple[str, ...]:
+        return self.metrics or (self.metric,)
+
+    @property
+    def all_directions(self) -> tuple[str, ...]:
+        return self.directions or (self.direction,)
 
 
 @dataclass(frozen=True)
@@ -620,11 +637,13 @@ def _build(data: Any, file: str, base_dir: Path, lines: dict[tuple, int],
         space = _space(ck, root["search_space"], net.recipe, fixed)
     epochs = _epochs(net.recipe, fixed, space)
     seed = ck.integer(root.get("seed", 0), ("seed",), minimum=0)
+    objective = _objective(ck, root["objective"], net.recipe)
     return StudySpec(
         file=file, name=_name(ck, root.get("name"), file), net=net.name,
         data=_data(ck, root.get("data"), net, base_dir),
-        fixed=fixed, space=space, objective=_objective(ck, root["objective"], net.recipe),
-        sampler=_sampler(ck, root.get("sampler"), space), pruner=_pruner(ck, root.get("pruner"), epochs),
+        fixed=fixed, space=space, objective=objective,
+        sampler=_sampler(ck, root.get("sampler"), space, objective.multi),
+        pruner=_pruner(ck, root.get("pruner"), epochs, objective.multi),
         budget=_budget(ck, root["budget"]), execution=_execution(ck, root.get("execution")),
         storage=_storage(ck, root.get("storage"), file, base_dir, root.get("name")),
         tracking=_tracking(ck, root.get("tracking")), seed=seed, epochs=epochs, text=text,
@@ -1026,21 +1045,58 @@ def _epochs(recipe: Any, fixed: dict[str, Any], space: tuple[ParamSpec, ...]) ->
 
 
 def _objective(ck: _Checker, value: Any, recipe: Any) -> ObjectiveSpec:
+    if isinstance(value, dict) and "metrics" in value:
+        return _objectives(ck, value, recipe)
     d = ck.mapping(value, ("objective",), ("metric", "direction"), required=("metric",),
                    example="write objective: {metric: val_loss}")
     metric = ck.string(d["metric"], ("objective", "metric"))
+    return ObjectiveSpec(metric, _direction(ck, metric, d.get("direction"), recipe, ("objective",)))
+
+
+def _direction(ck: _Checker, metric: str, direction: Any, recipe: Any, path: tuple) -> str:
+    """``metric``'s direction (checked against the net's), after checking the net produces it."""
+    key = path[:1] + ("metric" if len(path) == 1 else "metrics",) + path[1:]
     metrics = dict(recipe.metrics) if recipe is not None else {}
     if recipe is not None and metric not in metrics:
         close = difflib.get_close_matches(metric, list(metrics), n=1, cutoff=0.6)
-        ck.fail(("objective", "metric"), f"{recipe.name} does not produce '{metric}'",
+        ck.fail(key, f"{recipe.name} does not produce '{metric}'",
                 (f"did you mean '{close[0]}'? " if close else "") + "it produces: "
                 + ", ".join(metrics))
-    direction = d.get("direction", metrics.get(metric, "minimize"))
-    direction = ck.choice(direction, ("objective", "direction"), DIRECTIONS, "direction")
+    dkey = path[:1] + ("direction" if len(path) == 1 else "directions",) + path[1:]
+    direction = ck.choice(metrics.get(metric, "minimize") if direction is None else direction,
+                          dkey, DIRECTIONS, "direction")
     if metric in metrics and direction != metrics[metric]:
-        ck.fail(("objective", "direction"), f"'{metric}' should be {metrics[metric]}d; got {direction}",
+        ck.fail(dkey, f"'{metric}' should be {metrics[metric]}d; got {direction}",
                 "drop direction: to use the metric's own")
-    return ObjectiveSpec(metric, direction)
+    return direction
+
+
+def _objectives(ck: _Checker, value: dict, recipe: Any) -> ObjectiveSpec:
+    """``objective: {metrics: [a, b], directions: [maximize, minimize]}`` (directions optional)."""
+    d = ck.mapping(value, ("objective",), ("metrics", "directions"), required=("metrics",),
+                   example="write objective: {metrics: [val_top1, infer_ms]}")
+    metrics = d["metrics"]
+    if not isinstance(metrics, list) or not metrics:
+        ck.fail(("objective", "metrics"), f"must be a list of metrics; got {_show(metrics)}",
+                "write metrics: [val_top1, infer_ms]")
+    metrics = [ck.string(m, ("objective", "metrics", i)) for i, m in enumerate(metrics)]
+    dup = next((m for i, m in enumerate(metrics) if m in metrics[:i]), None)
+    if dup is not None:
+        ck.fail(("objective", "metrics"), f"names '{dup}' twice", "list each metric once")
+    directions = d.get("directions")
+    if directions is not None and (not isinstance(directions, list) or len(directions) != len(metrics)):
+        ck.fail(("objective", "directions"), f"must list one direction per metric ({len(metrics)}); "
+                f"got {_show(directions)}", "or drop directions: to use each metric's own")
+    dirs = [_direction(ck, m, None if directions is None else directions[i], recipe, ("objective", i))
+            for i, m in enumerate(metrics)]
+    if len(metrics) == 1:
+        return ObjectiveSpec(metrics[0], dirs[0])
+    return ObjectiveSpec(metrics[0], dirs[0], tuple(metrics), tuple(dirs))
+
+
+def _section_name(value: Any, default: str) -> Any:
+    """The name a ``sampler:``/``pruner:`` section asks for (unchecked)."""
+    return value if isinstance(value, str) else value.get("name", default) if isinstance(value, dict) else default
 
 
 def _named_section(ck: _Checker, value: Any, key: str, default: str, registry: Mapping) -> tuple[str, dict]:
@@ -1079,8 +1135,12 @@ def _try_construct(ck: _Checker, key: str, build: Any) -> None:
                 "see the Optuna documentation of this " + key)
 
 
-def _sampler(ck: _Checker, value: Any, space: tuple[ParamSpec, ...]) -> SamplerSpec:
-    from hpsearch.samplers import make_sampler
+def _sampler(ck: _Checker, value: Any, space: tuple[ParamSpec, ...], multi: bool = False) -> SamplerSpec:
+    from hpsearch.samplers import SINGLE_OBJECTIVE_SAMPLERS, make_sampler
+    if multi and _section_name(value, "tpe") in SINGLE_OBJECTIVE_SAMPLERS:
+        name = _section_name(value, "tpe")
+        ck.fail(("sampler", "name"), f"'{name}' searches a single objective; the study has several",
+                "use tpe, nsga2, nsga3, gp or random")
     name, options = _named_section(ck, value, "sampler", "tpe", SAMPLERS)
     if isinstance(value, dict) and value.get("seed") is not None:
         options["seed"] = ck.integer(value["seed"], ("sampler", "seed"), minimum=0)
@@ -1094,10 +1154,19 @@ def _sampler(ck: _Checker, value: Any, space: tuple[ParamSpec, ...]) -> SamplerS
     return SamplerSpec(name, options)
 
 
-def _pruner(ck: _Checker, value: Any, epochs: int | None) -> PrunerSpec:
-    from hpsearch.samplers import make_pruner
+def _pruner(ck: _Checker, value: Any, epochs: int | None, multi: bool = False) -> PrunerSpec:
+    from hpsearch.samplers import MULTI_OBJECTIVE_PRUNERS, make_pruner
+    name = _section_name(value, "none")
+    if multi and name in PRUNERS and name not in MULTI_OBJECTIVE_PRUNERS:
+        ck.fail(("pruner", "name"), f"'{name}' prunes on a single objective; the study has several",
+                "use pruner mo_asha (multi-objective successive halving) or none")
+    if not multi and name == "mo_asha":
+        ck.fail(("pruner", "name"), "mo_asha prunes multi-objective studies; this one has one metric",
+                "use successive_halving or hyperband, or list several objective metrics")
     name, options = _named_section(ck, value, "pruner", "none", PRUNERS)
-    if name in ("hyperband", "successive_halving"):
+    if name == "mo_asha" and epochs is not None:
+        options.setdefault("max_resource", epochs)
+    if name in ("hyperband", "successive_halving", "mo_asha"):
         options.setdefault("min_resource", 1)
         for k in ("min_resource", "reduction_factor", "max_resource"):
             if k in options:

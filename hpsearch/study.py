@@ -52,6 +52,7 @@ class TrialSummary:
     seconds: float | None
     reason: str | None = None
     run_id: str | None = None
+    values: tuple[float, ...] | None = None   # every objective's, in a multi-objective study
 
     @classmethod
     def of(cls, t: optuna.trial.FrozenTrial) -> TrialSummary:
@@ -59,9 +60,10 @@ class TrialSummary:
         if seconds is None and t.datetime_start and t.datetime_complete:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds()
         epochs = t.user_attrs.get("epochs", len(t.intermediate_values))
-        return cls(t.number, t.state.name, dict(t.params), t.value, int(epochs),
-                   None if seconds is None else float(seconds), t.user_attrs.get("fail_reason"),
-                   t.user_attrs.get("mlflow_run_id"))
+        values = tuple(t.values) if t.values is not None and len(t.values) > 1 else None
+        return cls(t.number, t.state.name, dict(t.params), t.values[0] if t.values else None,
+                   int(epochs), None if seconds is None else float(seconds),
+                   t.user_attrs.get("fail_reason"), t.user_attrs.get("mlflow_run_id"), values)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class SweepSummary:
     metric: str = ""
     direction: str = "minimize"
     notes: tuple[str, ...] = ()
+    objectives: tuple[str, ...] = ()     # several: ``top`` is the Pareto set
 
 
 class Observer:
@@ -150,10 +153,15 @@ def trial_summaries(spec: StudySpec) -> list[TrialSummary]:
     return [TrialSummary.of(t) for t in study.get_trials(deepcopy=False)]
 
 
-def best_trial(spec: StudySpec) -> TrialSummary:
-    """The best completed trial; StorageError when there is none yet."""
+def best_trial(spec: StudySpec) -> TrialSummary | tuple[TrialSummary, ...]:
+    """The best completed trial; in a multi-objective study, the Pareto set (the non-dominated
+    completed trials, by number). StorageError when there is no completed trial yet."""
     from hpsearch.storage import load_existing_study
     study = load_existing_study(spec.storage, spec.name)
+    if _multi(study):
+        front = _top(study)
+        if front:
+            return front
     best = _best(study)
     if best is None:
         raise StorageError(f"study '{spec.name}' has no completed trial yet",
@@ -161,10 +169,35 @@ def best_trial(spec: StudySpec) -> TrialSummary:
     return TrialSummary.of(best)
 
 
+def chosen_trial(spec: StudySpec, trial: int | None = None) -> TrialSummary:
+    """Completed trial number ``trial``, or the best one; a multi-objective study has no single
+    best, so there ``trial`` is needed (HpsearchError listing the Pareto set otherwise)."""
+    from hpsearch.errors import HpsearchError
+    if trial is None:
+        best = best_trial(spec)
+        if isinstance(best, tuple):
+            raise HpsearchError(f"study '{spec.name}' has {len(best)} trial(s) on its Pareto front "
+                                f"({', '.join(str(t.number) for t in best)}) and no single best",
+                                "pick one with --trial N (hpsearch best lists them)")
+        return best
+    found = [t for t in trial_summaries(spec) if t.number == trial]
+    if not found or found[0].state != "COMPLETE":
+        raise HpsearchError(f"--trial {trial}: study '{spec.name}' has no completed trial {trial}",
+                            "hpsearch show lists its trials")
+    return found[0]
+
+
 # --------------------------------------------------------------------------- helpers
 
+def _multi(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best completed trial (None in a multi-objective study: there the Pareto set is)."""
     from optuna.trial import TrialState
+    if _multi(study):
+        return None
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return None
@@ -173,7 +206,11 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def _top(study: optuna.Study, n: int = 5) -> tuple[TrialSummary, ...]:
+    """The ``n`` best completed trials; a multi-objective study's whole Pareto set."""
     from optuna.trial import TrialState
+    if _multi(study):
+        from hpsearch.pareto import front_trials
+        return tuple(TrialSummary.of(t) for t in front_trials(study))
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     sign = 1 if study.direction.name == "MINIMIZE" else -1
     return tuple(TrialSummary.of(t) for t in sorted(done, key=lambda t: (sign * t.value, t.number))[:n])
@@ -315,6 +352,7 @@ class _Trials:
             trial = study.ask(fixed_distributions=self.dists) if self.dists is not None else study.ask()
         task = TrialTask(trial_id=trial._trial_id, number=trial.number, net=spec.net, params={},
                          fixed=dict(spec.fixed), metric=spec.objective.metric,
+                         objectives=spec.objective.metrics,
                          direction=spec.objective.direction, seed=spec.seed + trial.number,
                          epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
                          channel=self.channel, per_layer=self.sweep.per_layer)
@@ -373,7 +411,7 @@ class _Trials:
             warnings.simplefilter("ignore")
             try:
                 if state == TrialState.COMPLETE:
-                    self.study.tell(trial, result.value)
+                    self.study.tell(trial, objective_values(self.spec, result))
                 else:
                     self.study.tell(trial, state=state)
             except RuntimeError as exc:
@@ -386,6 +424,8 @@ class _Trials:
         """The weights to log when this result is the best so far (this sweep or earlier)."""
         if result.state != COMPLETE or result.value is None:
             return None
+        if self.spec.objective.multi:       # no single best: any complete trial may be on the front
+            return result.weights if self.spec.tracking.log_weights else None
         better = self.best_value is None or (result.value < self.best_value
                                              if self.spec.objective.direction == "minimize"
                                              else result.value > self.best_value)
@@ -542,6 +582,9 @@ class _Sweep:
             raise
         finally:
             tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
+            if self.spec.objective.multi:
+                from hpsearch.pareto_log import log_front
+                log_front(tracker, study, self.spec, self.note)
         return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
 
     def _channel(self, study: optuna.Study, backend: Backend) -> Any:
@@ -599,7 +642,14 @@ class _Sweep:
             best=TrialSummary.of(best) if best else None, top=_top(study),
             seconds=time.monotonic() - b.started, requeued=requeued,
             metric=self.spec.objective.metric, direction=self.spec.objective.direction,
-            notes=tuple(self.notes))
+            notes=tuple(self.notes), objectives=self.spec.objective.metrics)
+
+
+def objective_values(spec: StudySpec, result: TrialResult) -> float | list[float]:
+    """What a complete trial tells Optuna: its value, or every objective's at its last epoch."""
+    if not spec.objective.multi:
+        return result.value
+    return [float(result.history[-1][m]) for m in spec.objective.metrics]
 
 
 def _open_study(spec: StudySpec) -> optuna.Study:
@@ -611,10 +661,11 @@ def _open_study(spec: StudySpec) -> optuna.Study:
     storage = open_storage(spec.storage, create=True)
     try:
         study = optuna.load_study(study_name=spec.name, storage=storage)
-        if study.direction.name.lower() != spec.objective.direction:
-            raise StorageError(f"study '{spec.name}' in {spec.storage} is "
-                               f"{study.direction.name.lower()}d, the spec says "
-                               f"{spec.objective.direction}", "use another name or storage")
+        have = [d.name.lower() for d in study.directions]
+        if have != list(spec.objective.all_directions):
+            raise StorageError(f"study '{spec.name}' in {spec.storage} is {', '.join(have)}d, the "
+                               f"spec says {', '.join(spec.objective.all_directions)}",
+                               "use another name or storage")
         n = len(study.get_trials(deepcopy=False))
     except KeyError:
         n = 0
@@ -625,5 +676,5 @@ def _open_study(spec: StudySpec) -> optuna.Study:
         sampler = make_sampler(spec.sampler.name, opts, seed, spec.space)
         pruner = make_pruner(spec.pruner.name, dict(spec.pruner.options))
     return optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
-                               pruner=pruner, direction=spec.objective.direction,
+                               pruner=pruner, directions=list(spec.objective.all_directions),
                                load_if_exists=True)

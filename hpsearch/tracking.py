@@ -304,7 +304,8 @@ class Tracker:
         started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
         seconds = ((trial.datetime_complete - trial.datetime_start).total_seconds()
                    if trial.datetime_complete and trial.datetime_start else 0.0)
-        result = TrialResult(trial._trial_id, trial.number, state, value=trial.value, history=history,
+        value = trial.values[0] if trial.values else None     # the first objective's, when several
+        result = TrialResult(trial._trial_id, trial.number, state, value=value, history=history,
                              reason=trial.user_attrs.get("fail_reason"), seconds=seconds,
                              started=started, worker=str(trial.user_attrs.get("worker", "")))
         self.finish_trial(run_id, trial.params, result)

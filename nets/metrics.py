@@ -1,5 +1,8 @@
-"""Validation metrics: loss, and top-1 / top-5 accuracy (in %) for classifiers."""
+"""Validation metrics: loss, and top-1 / top-5 accuracy (in %) for classifiers; the cost of a net:
+trainable parameters and inference time."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -31,3 +34,37 @@ def evaluate(model, loss: Loss, split: Split, batch_size: int = 250) -> dict:
         m["val_top1"] = 100.0 * c1 / n
         m["val_top5"] = 100.0 * c5 / n
     return m
+
+
+COST_METRICS = {"params": "minimize", "infer_ms": "minimize", "train_s": "minimize"}
+"""What every net reports each epoch besides its own metrics, and each one's direction."""
+
+INFER_BATCH, INFER_REPEATS = 200, 7
+
+
+def infer_ms(model, split: Split, batch: int = INFER_BATCH, repeats: int = INFER_REPEATS) -> float:
+    """Milliseconds per 1,000 samples of inference on this core, measured the same way for every net:
+    one fixed batch (the split's first `batch` samples, cycled when it has fewer), one warm-up pass,
+    then the median of `repeats` timed forward passes (the median shrugs off a preempted pass).
+    BLAS is held to one thread meanwhile (several threads on a shared machine made it bimodal)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        return _infer_ms(model, split, batch, repeats)
+
+
+def _infer_ms(model, split: Split, batch: int, repeats: int) -> float:
+    idx = np.arange(batch, dtype=np.int64) % max(1, len(split))
+    xb = np.array(split.batch(idx, model.dtype)[0])
+    model.forward(xb)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.forward(xb)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e3 * 1000.0 / batch
+
+
+def cost(model, split: Split, train_s: float) -> dict:
+    """`params` (trainable parameters), `infer_ms` (see `infer_ms`) and `train_s` (training seconds
+    so far, evaluation excluded)."""
+    return {"params": float(model.n_params), "infer_ms": infer_ms(model, split), "train_s": train_s}

@@ -15,6 +15,7 @@ from nets.data.mnist import load_mnist
 from nets.data.splits import Data, Split
 from nets.errors import ConfigError
 from nets.losses import LOSSES, Loss
+from nets.metrics import COST_METRICS
 from nets.model import Model
 from nets.optim import Optimizer, make_optimizer
 from nets.training import History, TrainConfig, fit
@@ -31,7 +32,8 @@ class Recipe:
     `Data.info["arch"]`: vocabulary size, classes, ...); load_data(path or None, **data settings) -> Data,
     where the data settings are the keys of `defaults` named in `data_keys` (sequence length, classes,
     vocabulary size, GloVe file, ...); loss is a key of nets.LOSSES; metrics maps each reported metric
-    to "minimize" or "maximize"; list_keys names the architecture settings that also take a list of layer
+    to "minimize" or "maximize" (every recipe also reports nets.metrics.COST_METRICS: params, infer_ms,
+    train_s); list_keys names the architecture settings that also take a list of layer
     widths (`hidden: [256, 64]`: one layer per width).
     """
 
@@ -43,6 +45,9 @@ class Recipe:
     metrics: dict = field(default_factory=dict)
     data_keys: tuple = ()
     list_keys: tuple = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", {**COST_METRICS, **self.metrics})
 
     def arch_params(self, params: dict) -> dict:
         return {k: v for k, v in params.items() if k not in TRAIN_KEYS and k not in self.data_keys}

@@ -15,7 +15,7 @@ import numpy as np
 from nets.data.splits import Split
 from nets.errors import DivergedError
 from nets.losses import Loss
-from nets.metrics import evaluate
+from nets.metrics import cost, evaluate
 from nets.model import Model
 from nets.optim import Optimizer
 
@@ -49,6 +49,7 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
     rng = np.random.default_rng(cfg.seed)
     n, bs = len(train), cfg.batch_size
     xbuf = np.empty((bs, int(np.prod(train.sample_shape))), model.dtype)
+    train_s = 0.0
     for epoch in range(1, cfg.epochs + 1):
         te, total = time.perf_counter(), 0.0
         order = rng.permutation(n)
@@ -69,9 +70,11 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
             if on_batch is not None:
                 on_batch(b + 1, nb)
         secs = time.perf_counter() - te
+        train_s += secs
         metrics = {"epoch": epoch, "loss": total / n, "samples_per_s": n / secs, "seconds": secs}
         if val is not None and len(val):
             metrics.update(evaluate(model, loss, val, cfg.eval_batch_size))
+        metrics.update(cost(model, val if val is not None and len(val) else train, train_s))
         hist.epochs.append(metrics)
         if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
             hist.stopped = epoch < cfg.epochs
