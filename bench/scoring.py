@@ -13,6 +13,10 @@ is reported as samples/s. Three ways:
 
     .venv/bin/python bench/scoring.py                # local[2]
     .venv/bin/python bench/scoring.py --master local[4] --rows 50000
+    .venv/bin/python bench/scoring.py --connect      # a local[2] Spark Connect server (started here)
+
+On Connect there is no `sparkContext`: `register_udf` ships the weights inside the UDF (its inline
+way), beside `mlflow.pyfunc.spark_udf` on the same session.
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ def main() -> None:
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--connect", action="store_true", help="score on a local Spark Connect server")
     args = ap.parse_args()
 
     import mlflow
@@ -86,15 +91,20 @@ def main() -> None:
     raw = mnist_classify().val.x.reshape(-1, 784).astype(np.float64)
     reps = -(-args.rows // len(raw))
     pdf = pd.DataFrame({"id": np.arange(args.rows), "pixels": list(np.tile(raw, (reps, 1))[:args.rows])})
+    server = None
+    if args.connect:
+        sys.path.insert(0, str(ROOT / "tests" / "hpsearch"))
+        from connect_server import ConnectServer
+        server = ConnectServer(cores=2).start()
+        args.master = server.url
     spark = spark_session(args.master, app_name="bench scoring")
     df = spark.createDataFrame(pdf).repartition(4).cache()
     df.count()
 
-    udfs = {
-        "hpsearch": hpsearch.register_udf(spark, str(npz), name="hp_predict"),
-        "hpsearch (inline)": hpsearch.register_udf(NoContext(spark), str(npz), name="hp_inline"),
-        "mlflow spark_udf": mlflow.pyfunc.spark_udf(spark, f"runs:/{run}/model", env_manager="local"),
-    }
+    udfs = {"hpsearch": hpsearch.register_udf(spark, str(npz), name="hp_predict")}
+    if not args.connect:
+        udfs["hpsearch (inline)"] = hpsearch.register_udf(NoContext(spark), str(npz), name="hp_inline")
+    udfs["mlflow spark_udf"] = mlflow.pyfunc.spark_udf(spark, f"runs:/{run}/model", env_manager="local")
     expected = model.predict(mnist_classify().val.inputs()).argmax(axis=1)
     out: dict[str, Any] = {"rows": args.rows, "master": args.master, "first_model_log_s": round(log_s, 3)}
     for name, udf in udfs.items():
@@ -106,6 +116,8 @@ def main() -> None:
         out[name] = {"seconds": round(seconds, 3), "samples_per_s": round(args.rows / seconds)}
         print(f"{name:20s} {seconds:7.3f} s  {args.rows / seconds:10.0f} samples/s", flush=True)
     spark.stop()
+    if server is not None:
+        server.stop()
     print(json.dumps(out))
 
 
