@@ -125,7 +125,7 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
 
 def _connect_session(url: str) -> Any:
     try:
-        from pyspark.sql.connect.session import SparkSession   # beside a classic session too
+        from pyspark.sql import SparkSession   # sets pyspark's Connect mode, as other tools expect
         from pyspark.sql.connect.utils import check_dependencies
         check_dependencies()
     except ImportError as exc:

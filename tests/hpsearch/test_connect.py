@@ -31,11 +31,23 @@ def server():
 
 @pytest.fixture(scope="module")
 def cspark(server):
-    from hpsearch.backends.spark import is_connect, spark_session
-    session = spark_session(server.url)
+    """A Connect session in this process, beside the suite's classic one: pyspark's generic builder
+    refuses that (one mode per process), so the Connect class builds it and each test of this
+    module runs in Connect mode (``connect_mode``), as a process that only uses Connect would."""
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    from hpsearch.backends.spark import is_connect
+    session = ConnectSession.builder.remote(server.url).getOrCreate()
     assert is_connect(session)
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True)
+def connect_mode(monkeypatch):
+    """pyspark's Connect mode (what ``SparkSession.builder.remote`` sets for the whole process):
+    ``pandas_udf``, MLflow's ``spark_udf`` and MlflowSparkStudy look at it."""
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
 
 
 @pytest.fixture(scope="module")
