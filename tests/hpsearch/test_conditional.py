@@ -3,7 +3,6 @@ Optuna and MLflow params are exactly its active ones, and the net got the list),
 died mid-ask re-queues only whole draws."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import optuna
@@ -37,8 +36,9 @@ def _assert_active_exactly(params: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_mlp_study_on_spark_logs_exactly_the_active_params(tmp_path: Path, spark) -> None:
-    os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_mlp_study_on_spark_logs_exactly_the_active_params(tmp_path: Path, spark, monkeypatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     data = _mlp(data={"path": None, "limit": 300}, fixed={"epochs": 1}, budget={"trials": 10},
                 execution={"backend": "spark", "parallelism": 2})
     data["sampler"]["n_startup_trials"] = 4

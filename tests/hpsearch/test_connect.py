@@ -150,10 +150,10 @@ def test_lenet_study_over_connect_from_the_cli(tmp_path: Path, env: dict, server
     assert all(str(os.getpid()) not in w for w in workers)
 
 
-def test_hyperband_prunes_on_connect_as_on_classic(tmp_path: Path, cspark) -> None:
+def test_hyperband_prunes_on_connect_as_on_classic(tmp_path: Path, cspark, monkeypatch) -> None:
     import hpsearch
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2})
     summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "hb", data)), spark=cspark)
     trials = _study(tmp_path, "hb").trials
@@ -247,7 +247,7 @@ def test_the_channel_secret_leaks_nowhere(tmp_path: Path, cspark, server, monkey
             listings.append(subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True,
                                            text=True).stdout)
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2}, budget={"trials": 4})
     spec = hpsearch.load_spec(write_study(tmp_path, "leak", data))
     hpsearch.run_study(spec, spark=cspark, observer=Watch())

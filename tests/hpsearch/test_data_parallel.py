@@ -412,14 +412,14 @@ def test_train_takes_the_workers_from_the_study_or_asks_for_them(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.spark
 def test_a_study_trains_every_trial_data_parallel_then_train_retrains_the_best(tmp_path: Path,
-                                                                               spark) -> None:
+                                                                               spark, monkeypatch) -> None:
     import hpsearch
     from click.testing import CliRunner
     from mlflow import MlflowClient
 
     from hpsearch.cli import cli
     from hpsearch.storage import load_existing_study
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     d = lenet_dict(execution={"backend": "spark", "data_parallel": {"workers": 2, "sync_every": 2}},
                    budget={"trials": 3}, data={"path": None, "limit": 300})
     d["fixed"]["epochs"] = 2

@@ -184,11 +184,12 @@ def test_a_local_mo_sweep_prunes_and_logs_its_pareto_set(tmp_path: Path, monkeyp
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_lenet_mo_runs_on_spark_with_its_pareto_set_in_mlflow(tmp_path: Path, spark) -> None:
+def test_lenet_mo_runs_on_spark_with_its_pareto_set_in_mlflow(tmp_path: Path, spark, monkeypatch) -> None:
     import hpsearch
     from mlflow import MlflowClient
 
-    os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     path = tmp_path / "lenet-mo.yaml"
     path.write_text((STUDIES / "lenet-mo.yaml").read_text())     # as shipped: backend spark
     spec = hpsearch.load_spec(path, {**TINY, "budget.trials": 8, "fixed.epochs": 3,

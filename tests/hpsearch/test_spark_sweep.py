@@ -44,10 +44,10 @@ def test_lenet_sweep_runs_every_trial_as_a_spark_task(tmp_path: Path, env: dict)
     assert len(set(workers)) < len(workers)          # Python workers were reused across trials
 
 
-def test_hyperband_prunes_live_across_tasks(tmp_path: Path, spark) -> None:
+def test_hyperband_prunes_live_across_tasks(tmp_path: Path, spark, monkeypatch) -> None:
     import hpsearch
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2})
     spec = hpsearch.load_spec(write_study(tmp_path, "hb", data))
     summary = hpsearch.run_study(spec, spark=spark)
