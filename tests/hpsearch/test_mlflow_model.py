@@ -43,15 +43,14 @@ def lenet_sweep(tmp_path_factory) -> tuple[hpsearch.StudySpec, str]:
 
 
 @pytest.fixture
-def global_uri():
-    """Point MLflow's global tracking URI (which ``models:/`` URIs resolve with) at a store."""
+def global_uri(monkeypatch):
+    """Point MLflow's global tracking URI (which ``models:/`` URIs resolve with) at a store, and
+    leave none behind: ``mlflow.set_tracking_uri`` pins the URI in MLflow and in the process's
+    MLFLOW_TRACKING_URI, which would send every later test's runs to this store."""
     import mlflow
-    before = mlflow.get_tracking_uri()
-
-    def use(uri: str) -> None:
-        mlflow.set_tracking_uri(uri)
-    yield use
-    mlflow.set_tracking_uri(before)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # restored after the test
+    yield mlflow.set_tracking_uri
+    mlflow.set_tracking_uri(None)                              # unpinned (and its env var unset)
 
 
 def _npz_model(spec: hpsearch.StudySpec, run_id: str) -> nets.Model:
