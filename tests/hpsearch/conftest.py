@@ -47,6 +47,26 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 24
                           capture_output=True, text=True, timeout=timeout)
 
 
+def interrupt_after_first_trial(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float, str]:
+    """Start ``python -m hpsearch.cli ARGS``, send SIGINT a second after its first trial line;
+    returns (exit code, seconds from the signal to the exit, output)."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "the sweep ended before it could be interrupted"
+        if line.startswith("trial "):
+            break
+    time.sleep(1.0)                                         # trials are running now
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    return proc.returncode, time.monotonic() - t0, out
+
+
 def mlflow_runs(tmp_path: Path, experiment: str) -> list:
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from backend_contract import BackendContract, task
-from conftest import HERE, REPO, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import HERE, REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, write_study
 from connect_server import ConnectServer
 from hpsearch.records import COMPLETE, FAILED
 
@@ -190,34 +190,17 @@ def test_data_parallel_training_over_connect(tmp_path: Path, env: dict, server) 
 
 
 def test_sigint_interrupts_every_task_and_a_rerun_resumes(tmp_path: Path, env: dict, server) -> None:
-    import signal
-    import subprocess
-    import sys
-
     spec = write_study(tmp_path, "intr", lenet_dict(pruner="none", budget={"trials": 6}, execution={
         "backend": "spark", "parallelism": 2, "master": server.url}))
-    args = [sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--set", "data.limit=1500",
-            "--set", "fixed.epochs=4"]
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line, "the sweep ended before it could be interrupted"
-        if line.startswith("trial "):
-            break
-    time.sleep(1.0)                                         # trials are running now
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    took = time.monotonic() - t0
-    assert proc.returncode == 130, out
+    args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=4"]
+    code, took, out = interrupt_after_first_trial(args, env, tmp_path)
+    assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     running = [j for j in server.jobs() if j["status"] == "RUNNING"]
     assert not running, f"still running on the server after the client exited: {running}"
     assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
 
-    again = run_cli(args[3:], env, tmp_path)
+    again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
     verdicts = [t for t in _study(tmp_path, "intr").trials
                 if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]

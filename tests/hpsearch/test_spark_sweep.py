@@ -3,18 +3,16 @@ standalone cluster (master and worker on 127.0.0.1)."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]
@@ -70,26 +68,13 @@ def test_hyperband_prunes_live_across_tasks(tmp_path: Path, spark, monkeypatch) 
 def test_sigint_cancels_the_sweep_and_a_rerun_resumes(tmp_path: Path, env: dict) -> None:
     spec = write_study(tmp_path, "intr", lenet_dict(pruner="none", budget={"trials": 6},
                                                     execution={"backend": "spark", "parallelism": 2}))
-    args = [sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--set", "data.limit=1500",
-            "--set", "fixed.epochs=4"]
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line, "the sweep ended before it could be interrupted"
-        if line.startswith("trial "):
-            break
-    time.sleep(1.0)                                         # trials are running now
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    took = time.monotonic() - t0
-    assert proc.returncode == 130, out
+    args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=4"]
+    code, took, out = interrupt_after_first_trial(args, env, tmp_path)
+    assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
 
-    again = run_cli(args[3:], env, tmp_path)
+    again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
     trials = _study(tmp_path, "intr").trials
     verdicts = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]
