@@ -480,7 +480,7 @@ class _Sweep:
         from hpsearch.backends import make_backend
         from hpsearch.recipes import load_spec_data, resolve_recipe
         from hpsearch.space import Conditional, distributions, is_conditional
-        from hpsearch.tracking import open_store
+        from hpsearch.tracking import prepare_tracking
         spec = self.spec
         spec.check_runnable()
         session = self._start_spark()          # the session starts while the data is read
@@ -490,7 +490,7 @@ class _Sweep:
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
-        self._tracking = self._background("MLflow checked", open_store, spec.tracking.uri)
+        self._tracking = self._background("MLflow checked", prepare_tracking, spec.tracking.uri)
         if session is not None:
             with self.phases.timed("wait for Spark"):
                 self.spark = session.result()

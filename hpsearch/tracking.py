@@ -73,7 +73,7 @@ def check_reachable(uri: str | None) -> None:
     _check_credentials(uri)
 
 
-def open_store(uri: str | None) -> None:
+def prepare_tracking(uri: str | None) -> None:
     """Check the tracking server (:func:`check_reachable`) and import what MLflow's client needs
     (about a second), while Spark starts. Writes nothing: a local store is created by the sweep,
     once the study is locked, so a run that stops before leaves no MLflow data behind."""
