@@ -126,13 +126,10 @@ def train_config(spec: StudySpec, *, params: dict[str, Any] | None = None, best:
     recipe = resolve_recipe(spec.net)
     _check_params(recipe, spec.fixed, net_params(searched, layout(spec.space)))
     data = load_spec_data(spec, recipe)
-    if spark is None and spec.execution.spark_conf:
-        from hpsearch.backends.spark import spark_session
-        spark = spark_session(spec.execution.master, None, app_name=f"hpsearch {spec.name} train",
-                              conf=spec.execution.spark_conf)
     backend = make_backend("spark", parallelism=None, data=data, master=spec.execution.master,
                            study_name=f"{spec.name} train", spark=spark,
-                           data_parallel=DataParallelSpec(workers, sync_every))
+                           data_parallel=DataParallelSpec(workers, sync_every),
+                           conf=spec.execution.spark_conf)
     task = TrialTask(trial_id=-1, number=number, net=spec.net, params=searched, fixed=dict(spec.fixed),
                      metric=spec.objective.metric, direction=spec.objective.direction, seed=seed,
                      epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,

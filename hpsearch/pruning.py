@@ -97,7 +97,16 @@ def self_signed() -> tuple[bytes, bytes]:
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _handlers(secret: str, decide: Decide) -> Any:
+NextTrial = Callable[[dict], dict]
+"""``next_trial({"slot": .., "result": ..}) -> {"task": ..}``: the slot mode's feeder (see
+:mod:`hpsearch.backends.spark_slots`); it blocks until the driver answers."""
+
+MAX_MESSAGE = 1 << 30   # a trial's result carries its weights (an embedding can be 100s of MB)
+OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE),
+           ("grpc.max_send_message_length", MAX_MESSAGE)]
+
+
+def _handlers(secret: str, decide: Decide, next_trial: NextTrial | None = None) -> Any:
     import grpc
 
     def authorised(context: Any) -> None:
@@ -120,8 +129,19 @@ def _handlers(secret: str, decide: Decide) -> Any:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad report: {exc}")
         return json.dumps({"prune": bool(prune)}).encode()
 
+    def next_(request: bytes, context: Any) -> bytes:
+        authorised(context)
+        if next_trial is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this sweep runs no slots")
+        try:
+            body = json.loads(request)
+            str(body["slot"])
+        except (ValueError, KeyError, TypeError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {exc}")
+        return json.dumps(next_trial(body)).encode()
+
     methods = {name: grpc.unary_unary_rpc_method_handler(fn)   # raw bytes in and out
-               for name, fn in (("Ping", ping), ("Report", report))}
+               for name, fn in (("Ping", ping), ("Report", report), ("Next", next_))}
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
@@ -132,7 +152,8 @@ def new_secret() -> str:
 
 @contextmanager
 def serve(decide: Decide, *, bind: str = "127.0.0.1", advertise: str | None = None,
-          tls: bool | None = None) -> Iterator[PruningChannel]:
+          tls: bool | None = None, next_trial: NextTrial | None = None,
+          slots: int = 0) -> Iterator[PruningChannel]:
     """Serve the channel on a free port of ``bind``; yields what the tasks need to reach it.
 
     Args:
@@ -140,6 +161,7 @@ def serve(decide: Decide, *, bind: str = "127.0.0.1", advertise: str | None = No
         bind: the address to listen on (one address, never every interface unless asked).
         advertise: the host the tasks dial (defaults to ``bind``).
         tls: speak TLS; by default whenever ``bind`` is not a loopback address.
+        next_trial: serves ``Next`` (slot mode), with ``slots`` calls waiting at most at once.
     """
     from concurrent.futures import ThreadPoolExecutor
     try:
@@ -147,8 +169,9 @@ def serve(decide: Decide, *, bind: str = "127.0.0.1", advertise: str | None = No
     except ImportError as exc:
         raise HpsearchError(f"pruning needs grpcio ({exc})", "pip install grpcio") from None
     secret = new_secret()
-    server = grpc.server(ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpsearch-channel"),
-                         handlers=[_handlers(secret, decide)])
+    # every slot may wait in Next while its trial's reports (and the probe) need threads too
+    pool = ThreadPoolExecutor(max_workers=16 + 2 * slots, thread_name_prefix="hpsearch-channel")
+    server = grpc.server(pool, handlers=[_handlers(secret, decide, next_trial)], options=OPTIONS)
     cert = None
     address = f"[{bind}]:0" if ":" in bind else f"{bind}:0"
     if tls is None:
@@ -181,11 +204,11 @@ def _stub(channel: PruningChannel) -> Any:
     if key not in _STUBS:
         target = f"{channel.host}:{channel.port}"
         if channel.cert is None:
-            conn = grpc.insecure_channel(target)
+            conn = grpc.insecure_channel(target, options=OPTIONS)
         else:
             creds = grpc.ssl_channel_credentials(root_certificates=channel.cert)
-            conn = grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override",
-                                                                TLS_NAME)])
+            conn = grpc.secure_channel(target, creds,
+                                       options=[*OPTIONS, ("grpc.ssl_target_name_override", TLS_NAME)])
         _STUBS[key] = conn
         while len(_STUBS) > _MAX_STUBS:
             _STUBS.popitem(last=False)[1].close()
@@ -193,11 +216,13 @@ def _stub(channel: PruningChannel) -> Any:
     return _STUBS[key]
 
 
-def call(channel: PruningChannel, method: str, body: dict[str, Any], timeout: float = 60.0) -> dict:
-    """One call to the driver's channel, with the sweep's secret."""
+def call(channel: PruningChannel, method: str, body: dict[str, Any], timeout: float = 60.0,
+         wait_for_ready: bool = True) -> dict:
+    """One call to the driver's channel, with the sweep's secret (``wait_for_ready``: wait for a
+    channel not up yet until ``timeout``, instead of failing at once)."""
     conn = _stub(channel)
     rpc = conn.unary_unary(f"/{SERVICE}/{method}")
-    answer = rpc(json.dumps(body).encode(), timeout=timeout, wait_for_ready=True,
+    answer = rpc(json.dumps(body).encode(), timeout=timeout, wait_for_ready=wait_for_ready,
                  metadata=((SECRET_KEY, channel.secret),))
     return json.loads(answer)
 

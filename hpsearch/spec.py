@@ -129,6 +129,7 @@ class ExecutionSpec:
     report_host: str | None = None      # the address tasks dial for the pruning channel (None: auto)
     report_bind: str | None = None      # the address the channel listens on (None: report_host)
     spark_conf: dict[str, str] = field(default_factory=dict)   # Spark settings; values never shown
+    dispatch: str = "auto"    # spark: "auto" (slot mode when executors reach the driver) or "jobs"
 
 
 @dataclass(frozen=True)
@@ -1205,7 +1206,7 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
     d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel",
-                                           "report_host", "report_bind", "spark_conf"))
+                                           "report_host", "report_bind", "spark_conf", "dispatch"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
@@ -1214,7 +1215,9 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     data_parallel = _data_parallel(ck, d.get("data_parallel"), backend)
     report = [ck.string(d.get(k), ("execution", k), optional=True) for k in ("report_host", "report_bind")]
     spark_conf = _spark_conf(ck, d.get("spark_conf"))
-    return ExecutionSpec(backend, parallelism, master, data_parallel, *report, spark_conf=spark_conf)
+    dispatch = ck.choice(d.get("dispatch", "auto"), ("execution", "dispatch"), ("auto", "jobs"), "dispatch")
+    return ExecutionSpec(backend, parallelism, master, data_parallel, *report, spark_conf=spark_conf,
+                         dispatch=dispatch)
 
 
 _SPARK_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")

@@ -496,7 +496,8 @@ class _Sweep:
                 self.spark = session.result()
         backend = make_backend(spec.execution.backend, parallelism=spec.execution.parallelism,
                                data=data, master=spec.execution.master, study_name=spec.name,
-                               spark=self.spark, data_parallel=spec.execution.data_parallel)
+                               spark=self.spark, data_parallel=spec.execution.data_parallel,
+                               conf=spec.execution.spark_conf, dispatch=spec.execution.dispatch)
         self.phases.mark("backend ready")
         self.parallelism = backend.parallelism
         self.retry_lost = getattr(backend, "retry_lost", True)
@@ -569,9 +570,11 @@ class _Sweep:
         trials = _Trials(self, study, dists, tracker)
         status = "FAILED"
         try:
-            with self._channel(study, backend) as trials.channel:
-                if trials.channel is not None:
-                    backend.check_channel(trials.channel)   # before any trial: executors can report
+            with self._channel(study, backend) as channel:
+                prunes = self.spec.pruner.name != "none"
+                trials.channel = channel if prunes else None
+                if channel is not None:   # before any trial: executors can report (or get trials)
+                    backend.check_channel(channel, required=prunes)
                 self._loop(study, backend, trials)
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -591,13 +594,16 @@ class _Sweep:
         from contextlib import nullcontext
 
         from hpsearch.pruning import serve, study_decider
-        if self.spec.pruner.name == "none":
+        next_trial = getattr(backend, "next_trial", None) if getattr(backend, "wants_channel", False) \
+            else None
+        if self.spec.pruner.name == "none" and next_trial is None:
             return nullcontext(None)
         # listen on the one address executors dial: loopback in local mode, the driver's address
         # (spark.driver.host) on a cluster; never on every interface unless the study says so
         ex = self.spec.execution
         host = ex.report_host or backend.report_host
-        return serve(study_decider(study), bind=ex.report_bind or host, advertise=host)
+        return serve(study_decider(study), bind=ex.report_bind or host, advertise=host,
+                     next_trial=next_trial, slots=backend.parallelism)
 
     def _loop(self, study: optuna.Study, backend: Backend, trials: _Trials) -> None:
         while True:

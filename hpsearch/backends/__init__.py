@@ -24,15 +24,22 @@ _EXTRAS = {"spark": "hpsearch[spark]", "spark_barrier": "hpsearch[spark]"}
 
 
 def make_backend(name: str, *, parallelism: int | None, data: Any = None, master: str | None = None,
-                 study_name: str = "hpsearch", spark: Any = None, data_parallel: Any = None) -> Backend:
+                 study_name: str = "hpsearch", spark: Any = None, data_parallel: Any = None,
+                 conf: dict[str, str] | None = None, dispatch: str = "auto") -> Backend:
     """A backend by registry name; BackendError when it is unknown or cannot be loaded.
 
     ``data_parallel`` (a ``DataParallelSpec``: workers, sync_every) selects ``spark_barrier``.
+    Spark backends also take ``conf`` (``execution.spark_conf``, for the session they start) and
+    the Spark one ``dispatch`` (``execution.dispatch``).
     """
-    options = {}
+    options: dict[str, Any] = {}
     if data_parallel is not None:
         name = "spark_barrier"
         options = {"workers": data_parallel.workers, "sync_every": data_parallel.sync_every}
+    elif name == "spark":
+        options["dispatch"] = dispatch
+    if name in _EXTRAS and conf:
+        options["conf"] = conf
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}'", "valid: " + ", ".join(BACKENDS))
     module_name, _, attr = BACKENDS[name].partition(":")

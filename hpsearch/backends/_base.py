@@ -35,9 +35,9 @@ class Backend(ABC):
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         """Run tasks, at most ``parallelism`` at a time, yielding results as they finish."""
 
-    def check_channel(self, channel: PruningChannel) -> None:
-        """Raise BackendError, before any trial, when the workers cannot reach the pruning channel.
-        Default: workers run on this machine, where the channel listens."""
+    def check_channel(self, channel: PruningChannel, required: bool = True) -> None:
+        """Raise BackendError, before any trial, when the workers cannot reach the pruning channel
+        and it is ``required``. Default: workers run on this machine, where the channel listens."""
 
     def cancel(self) -> None:
         """Stop every running trial now. Default: nothing to stop."""

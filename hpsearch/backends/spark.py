@@ -43,6 +43,7 @@ from urllib.parse import urlparse
 
 from hpsearch.backends._base import Backend
 from hpsearch.backends.common import ONE_THREAD_ENV, job_error, limit_threads
+from hpsearch.backends.spark_slots import SlotFeeder, slot_loop
 from hpsearch.errors import BackendError
 from hpsearch.records import FAILED, PruningChannel, TrialResult, TrialTask
 
@@ -347,8 +348,10 @@ class SparkBackend(Backend):
     dispatch_ahead = True  # a freed slot is refilled before its result is handed to the driver
 
     def __init__(self, parallelism: int | None = None, data: Any = None, master: str | None = None,
-                 spark: Any = None, study_name: str = "hpsearch", retries: int = 2) -> None:
-        self.spark = spark or spark_session(master, parallelism, app_name=f"hpsearch {study_name}")
+                 spark: Any = None, study_name: str = "hpsearch", retries: int = 2,
+                 dispatch: str = "auto", conf: Mapping[str, str] | None = None) -> None:
+        self.spark = spark or spark_session(master, parallelism, app_name=f"hpsearch {study_name}",
+                                            conf=conf)
         self.connect = is_connect(self.spark)
         self.master = master if spark is None else None
         self.slots = spark_slots(self.spark, parallelism)
@@ -365,6 +368,12 @@ class SparkBackend(Backend):
         self._ship_lock = threading.Lock()
         self._cancelled = threading.Event()
         self._warmed: set[str] = set()
+        self.dispatch = dispatch
+        self.wants_channel = dispatch != "jobs"   # slot mode needs the channel, pruning or not
+        self._slot_channel: PruningChannel | None = None
+        self._feeder = SlotFeeder(self._start_slot, self.parallelism, retries, self._warm)
+        self.next_trial = self._feeder.next_trial
+        self._slot_pool: ThreadPoolExecutor | None = None
         self._prestarted = threading.Thread(target=self._prestart_workers, daemon=True,
                                             name="hpsearch-prestart")
         self._prestarted.start()
@@ -413,10 +422,16 @@ class SparkBackend(Backend):
             rows = df.mapInArrow(fn, RESULT_SCHEMA, barrier=barrier).collect()
         return [pickle.loads(row[0]) for row in rows]
 
-    def check_channel(self, channel: PruningChannel) -> None:
-        """One task dials the pruning channel before any trial; BackendError when it cannot."""
+    def check_channel(self, channel: PruningChannel, required: bool = True) -> None:
+        """One task dials the channel before any trial. When it can, trials run in slot mode (see
+        :mod:`hpsearch.backends.spark_slots`); when it cannot, one job per trial, or BackendError
+        when the channel is ``required`` (the study prunes)."""
         why = self.collect(functools.partial(_probe, channel), f"{self.study_name} channel check")[0]
-        if why is not None:
+        if why is None and self.wants_channel:
+            self._slot_channel = channel
+        if why is not None and not required:
+            log.info("executors cannot reach the driver (%s): one Spark job per trial", why)
+        elif why is not None:
             raise BackendError(
                 f"Spark executors cannot reach the pruning channel at {channel.host}:{channel.port} "
                 f"({why})", "set execution.report_host to an address of this machine that the "
@@ -447,7 +462,38 @@ class SparkBackend(Backend):
     _job_error = staticmethod(job_error)
     lost_words = ("Spark task lost", "worker lost")   # for the log line, for the trial's reason
 
+    def _start_slot(self, slot: str) -> None:
+        assert self._slot_pool is not None
+        self._slot_pool.submit(self._slot_job, slot)
+
+    def _slot_job(self, slot: str) -> None:
+        """One slot's long-lived job (on a driver thread); tells the feeder when it ended."""
+        error = None
+        fn = functools.partial(slot_loop, self._slot_channel, self._data_name, slot,
+                               None if self.local else self.study_name)
+        try:
+            self.collect(fn, f"{self.study_name} slot {slot}")
+        except Exception as exc:  # noqa: BLE001 - a lost executor or worker, or a cancel
+            error = "cancelled" if self._cancelled.is_set() else self._job_error(exc)
+        self._feeder.job_ended(slot, error)
+
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
+        if self._slot_channel is not None:
+            return self._run_slots(tasks)
+        return self._run_jobs(tasks)
+
+    def _run_slots(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
+        self._ship()
+        self._slot_pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix="hpsearch-slot")
+        try:
+            yield from self._feeder.run(tasks)
+        except BaseException:
+            self.cancel()        # Ctrl-C or an abandoned sweep: stop the slots' jobs now
+            raise
+        finally:
+            self._slot_pool.shutdown(wait=True)
+
+    def _run_jobs(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         it = iter(tasks)
         pending: dict[Future, TrialTask] = {}
         self._ship()
@@ -482,6 +528,7 @@ class SparkBackend(Backend):
 
     def cancel(self) -> None:
         self._cancelled.set()
+        self._feeder.cancelled = True
         self._tags.cancel()
 
     def close(self) -> None:

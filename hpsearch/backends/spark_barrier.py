@@ -66,7 +66,7 @@ import socket
 import struct
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -476,10 +476,12 @@ class BarrierBackend(SparkBackend):
 
     def __init__(self, parallelism: int | None = None, data: Any = None, master: str | None = None,
                  spark: Any = None, study_name: str = "hpsearch", retries: int = 2,
-                 workers: int = 2, sync_every: int = 1) -> None:
-        # a local session gets parallelism x workers slots (all cores when parallelism is None)
+                 workers: int = 2, sync_every: int = 1,
+                 conf: Mapping[str, str] | None = None) -> None:
+        # a local session gets parallelism x workers slots (all cores when parallelism is None);
+        # each trial is one barrier job of its own (never slot mode)
         super().__init__(parallelism and parallelism * workers, data, master, spark, study_name,
-                         retries)
+                         retries, dispatch="jobs", conf=conf)
         if workers > self.slots:
             raise BackendError(f"{workers} data-parallel workers need {workers} task slots; the "
                                f"Spark session has {self.slots}",

@@ -1,0 +1,132 @@
+"""Slot mode of the Spark backend on a real local[2] session: the Backend contract again, with one
+long-lived job per slot fed through the channel, plus what slot mode promises of its own."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from dataclasses import replace
+
+import pytest
+
+from backend_contract import BackendContract, task
+from hpsearch.records import COMPLETE, FAILED, PruningChannel, TrialResult
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+
+def never(*_args) -> bool:
+    return False
+
+
+@pytest.fixture(scope="module")
+def data():
+    from hpsearch.recipes import load_data, resolve_recipe
+    return load_data(resolve_recipe("lenet"), None, 200)
+
+
+@pytest.fixture
+def backend(spark, data):
+    from hpsearch.backends.spark import SparkBackend
+    from hpsearch.pruning import serve
+
+    class SlotBackend(SparkBackend):
+        """A SparkBackend whose channel is served for the ``with`` block, as a sweep does."""
+
+        def __enter__(self):
+            self._serving = serve(never, next_trial=self.next_trial, slots=self.parallelism)
+            self.check_channel(self._serving.__enter__(), required=False)
+            assert self._slot_channel is not None, "the probe reached the channel: slot mode"
+            return self
+
+        def __exit__(self, *exc):
+            super().__exit__(*exc)
+            self._serving.__exit__(None, None, None)
+
+    return lambda parallelism, retries=2: SlotBackend(parallelism=parallelism, data=data, spark=spark,
+                                                      study_name="contract", retries=retries)
+
+
+class TestSlotMode(BackendContract):
+    def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
+        """As in job mode, a freed slot is refilled before its result is handed over."""
+        pulled = []
+
+        def tasks():
+            for i in range(5):
+                pulled.append(i)
+                yield task(i)
+
+        with backend(2) as b:
+            for seen, _result in enumerate(b.run(tasks())):
+                assert len(pulled) <= 2 + seen + 1
+        assert pulled == [0, 1, 2, 3, 4]
+
+    def test_one_job_per_slot_and_one_python_worker(self, backend, spark) -> None:
+        with backend(1) as b:
+            results = list(b.run([task(i) for i in range(4)]))
+        assert all(r.state == COMPLETE for r in results)
+        assert len({r.worker for r in results}) == 1           # every trial in the slot's one task
+        mine = [j["description"] for j in _jobs(spark) if b.tag in j.get("jobTags", [])]
+        assert mine.count("contract slot 0") == 1 and not any("trial" in d for d in mine)
+
+    def test_a_killed_worker_is_retried_and_the_trial_completes(self, backend, tmp_path) -> None:
+        marker = str(tmp_path / "died-once")
+        with backend(1) as b:
+            results = list(b.run([task(0, net="recipes_spark:once", marker=marker), task(1)]))
+        assert (tmp_path / "died-once").exists()          # the first attempt's worker was killed
+        assert [(r.number, r.state, r.lost) for r in sorted(results, key=lambda r: r.number)] == \
+            [(0, COMPLETE, False), (1, COMPLETE, False)]
+
+    def test_a_raising_trial_is_not_retried(self, backend, spark) -> None:
+        with backend(1) as b:
+            results = list(b.run([task(0, net="recipes_for_tests:fragile", mode="raise"), task(1)]))
+        assert [r.state for r in results] == [FAILED, COMPLETE] and not results[0].lost
+        mine = [j for j in _jobs(spark) if b.tag in j.get("jobTags", [])]
+        assert [j["description"] for j in mine].count("contract slot 0") == 1   # no slot restarted
+
+    def test_cancel_stops_running_trials_within_5s(self, backend) -> None:
+        slow = [replace(task(i, net="recipes_spark:sleepy", sleep=60.0)) for i in range(3)]
+        with backend(2) as b:
+            timer = threading.Timer(4.0, b.cancel)
+            timer.start()
+            t0 = time.monotonic()
+            results = list(b.run(slow))
+            cancelled_after = time.monotonic() - t0 - 4.0
+        assert cancelled_after < 5.0
+        assert sorted(r.number for r in results) == [0, 1]     # trial 2 never started
+        assert [r.reason for r in results] == ["cancelled", "cancelled"]
+
+
+def test_unreachable_channel_falls_back_to_one_job_per_trial(spark, data) -> None:
+    """A sweep without pruning whose executors cannot reach the driver still runs (job mode)."""
+    from hpsearch.backends.spark import SparkBackend
+    from hpsearch.errors import BackendError
+    nobody = PruningChannel("127.0.0.1", 9, "x")              # the discard port: nothing answers
+    with SparkBackend(parallelism=1, data=data, spark=spark, study_name="fallback") as b:
+        b.check_channel(nobody, required=False)
+        assert b._slot_channel is None
+        (result,) = b.run([task(0)])
+        assert result.state == COMPLETE
+        with pytest.raises(BackendError, match="cannot reach"):
+            b.check_channel(nobody, required=True)
+
+
+def test_tasks_and_results_cross_as_json() -> None:
+    from hpsearch.backends.spark_slots import result_from_json, result_json, task_from_json, task_json
+    channel = PruningChannel("127.0.0.1", 1, "s3cret")
+    t = replace(task(3), per_layer=(("units", "depth", "hidden"),), objectives=("a", "b"), channel=channel)
+    wire = json.loads(json.dumps(task_json(t)))
+    assert "s3cret" not in json.dumps(wire)
+    assert task_from_json(wire, channel) == t
+    assert task_from_json(json.loads(json.dumps(task_json(replace(t, channel=None)))), channel).channel is None
+    r = TrialResult(3, 3, COMPLETE, 0.5, ({"epoch": 1.0, "val_loss": 0.5},), seconds=1.5, weights=b"\0\1w")
+    assert result_from_json(json.loads(json.dumps(result_json(r)))) == r
+
+
+def _jobs(spark) -> list[dict]:
+    sc = spark.sparkContext
+    url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/jobs"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
