@@ -6,8 +6,9 @@
     .venv/bin/python bench/fanout.py --connect  # the same on a local Spark Connect server (sc://)
 
 (a) 40 trivial trials (one LeNet batch; for the anchors a function returning x^2) at parallelism 2,
-    for hpsearch (with its MLflow runs), hyperopt's SparkTrials, MLflow's MlflowSparkStudy and
-    plain Optuna threads (n_jobs=2, no Spark);
+    for hpsearch (with its MLflow runs; slot mode, and ``hpsearch_jobs``: one Spark job per trial,
+    as where executors cannot reach the driver), hyperopt's SparkTrials, MLflow's MlflowSparkStudy
+    and plain Optuna threads (n_jobs=2, no Spark);
 (b) 40 one-second trials (sleep 1 s; ideal: 20 s at parallelism 2), same four;
 (c) real LeNet trials on the bundled sample at parallelism 1 and 2: trials per hour and the ratio.
 All on one SparkSession, warmed by a first job; medians where repeated. With --connect the session is
@@ -39,7 +40,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- hpsearch
 
 def hpsearch_sweep(spark, workdir: Path, net: str, trials: int, parallelism: int, name: str,
-                   fixed: dict | None = None, limit: int | None = None) -> float:
+                   fixed: dict | None = None, limit: int | None = None, dispatch: str = "auto") -> float:
     import hpsearch
 
     spec = hpsearch.spec_from_dict({
@@ -47,7 +48,7 @@ def hpsearch_sweep(spark, workdir: Path, net: str, trials: int, parallelism: int
         "fixed": fixed or {"epochs": 1},
         "search_space": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
         "objective": {"metric": "val_loss"}, "sampler": {"name": "tpe"}, "pruner": {"name": "none"},
-        "budget": {"trials": trials}, "execution": {"backend": "spark", "parallelism": parallelism},
+        "budget": {"trials": trials}, "execution": {"backend": "spark", "parallelism": parallelism, "dispatch": dispatch},
         "storage": f"sqlite:///{workdir / (name + '.optuna.db')}",
         # the anchors draw no plots; hpsearch's end-of-sweep plots (~3 s, once per sweep) are off here
         "tracking": {"uri": f"sqlite:///{workdir / 'mlflow.db'}", "plots": False},
@@ -150,6 +151,8 @@ def run(args) -> dict:
     for sleep, tag in ((False, "trivial"), (True, "1s")):
         net = "_fanout_recipes:sleepy" if sleep else "_fanout_recipes:trivial"
         case(f"{tag}/hpsearch", lambda: hpsearch_sweep(spark, work, net, n, 2, f"hp-{tag}"))
+        case(f"{tag}/hpsearch_jobs",     # one Spark job per trial (where executors cannot reach us)
+             lambda: hpsearch_sweep(spark, work, net, n, 2, f"hpj-{tag}", dispatch="jobs"))
         case(f"{tag}/hyperopt_sparktrials", lambda: hyperopt_sweep(spark, n, sleep))
         case(f"{tag}/mlflow_spark_study", lambda: mlflow_spark_sweep(spark, work, n, sleep, f"ms-{tag}"))
         case(f"{tag}/optuna_threads", lambda: optuna_threads(n, sleep))
@@ -188,7 +191,8 @@ def main() -> None:
     print(f"(session start {out['session_start_s']:.1f} s, not counted)")
     for tag, ideal in (("trivial", 0.0), ("1s", n / 2)):
         print(f"\n{tag} trials" + (f" (ideal {ideal:.0f} s)" if ideal else ""))
-        for k in ("hpsearch", "hyperopt_sparktrials", "mlflow_spark_study", "optuna_threads"):
+        for k in ("hpsearch", "hpsearch_jobs", "hyperopt_sparktrials", "mlflow_spark_study",
+                  "optuna_threads"):
             v = out.get(f"{tag}/{k}")
             if v is None:
                 continue
