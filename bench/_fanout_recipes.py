@@ -26,3 +26,22 @@ trivial = nets.Recipe(name="trivial", build=_LENET.build, loss="nll", load_data=
                       defaults={**_LENET.defaults, "epochs": 1}, metrics=dict(_LENET.metrics))
 sleepy = nets.Recipe(name="sleepy", build=_sleepy_build, loss="nll", load_data=_trivial_data,
                      defaults={**_LENET.defaults, "epochs": 1}, metrics=dict(_LENET.metrics))
+
+
+def _tiny_data(path=None):
+    d = nets.RECIPES["mlp"].load_data(path)
+    return nets.Data(d.train.subset(12), d.val.subset(12), d.source)
+
+
+def _napping_mlp(hidden=4, **kw):
+    time.sleep(1.0)
+    return nets.RECIPES["mlp"].build(hidden=hidden, **kw)
+
+
+# bench/scale.py: trials whose compute is a 784-4-10 MLP on 12 images (about a millisecond), so that
+# 16 or 64 slots of them do not need 16 or 64 cores; ``napper`` also sleeps one second
+_MLP = nets.RECIPES["mlp"]
+tiny = nets.Recipe(name="tiny", build=_MLP.build, loss="nll",
+                   load_data=_tiny_data, defaults={**_MLP.defaults, "epochs": 1, "hidden": 4}, metrics=dict(_MLP.metrics))
+napper = nets.Recipe(name="napper", build=_napping_mlp, loss="nll", load_data=_tiny_data,
+                     defaults={**_MLP.defaults, "epochs": 1, "hidden": 4}, metrics=dict(_MLP.metrics))
