@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 MAX_ATTEMPTS = 2  # a trial whose worker died is retried once
 
+DRIVER_JVM = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+"""Spark settings of a sweep's session unless the study sets them. The driver JVM compiles with C1
+only: the trials run in Python workers, so it needs no peak JIT, and its start-up took 6.2 s of CPU
+instead of 10.7 (local[2], 2 cores), CPU that the data, MLflow and the workers need meanwhile."""
+
 
 # --------------------------------------------------------------------------- results
 
@@ -242,12 +247,29 @@ def _shielded() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- the sweep
 
+def process_started() -> float:
+    """``time.perf_counter()``'s reading when this process started (Linux, to 10 ms: from /proc;
+    elsewhere: now)."""
+    import os
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])     # field 22: starttime
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.perf_counter() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()
+
+
 class Phases:
-    """When each start-up step of a sweep ended, in seconds since the sweep began (``--verbose``
-    prints them as they come: logger ``hpsearch.phases`` at INFO)."""
+    """When each start-up step of a sweep ended, in seconds since the sweep began, or since
+    :attr:`origin` when set (the CLI sets it to the process start) (``--verbose`` prints them as
+    they come: logger ``hpsearch.phases`` at INFO)."""
+
+    origin: float | None = None    # a ``time.perf_counter()`` reading to count from
 
     def __init__(self) -> None:
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if Phases.origin is None else Phases.origin
         self.seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -482,6 +504,7 @@ class _Sweep:
         from hpsearch.space import Conditional, distributions, is_conditional
         from hpsearch.tracking import prepare_tracking
         spec = self.spec
+        self.phases.mark("sweep started")
         spec.check_runnable()
         session = self._start_spark()          # the session starts while the data is read
         with self.phases.timed("data"):
@@ -513,8 +536,9 @@ class _Sweep:
         from hpsearch.backends.spark import spark_session
         self.note(f"starting Spark ({ex.master or 'local'}); this takes 10-20 s ...")
         cores = ex.parallelism and ex.parallelism * (ex.data_parallel.workers if ex.data_parallel else 1)
+        conf = {**DRIVER_JVM, **(ex.spark_conf or {})}
         return self._background("Spark session", spark_session, ex.master, cores,
-                                app_name=f"hpsearch {self.spec.name}", conf=ex.spark_conf or None)
+                                app_name=f"hpsearch {self.spec.name}", conf=conf)
 
     def _background(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on a thread of its own, timed as phase ``name``; a future."""
@@ -559,33 +583,57 @@ class _Sweep:
         return self._sweep(study, backend, dists, requeued)
 
     def _sweep(self, study: optuna.Study, backend: Backend, dists: Any, requeued: int) -> SweepSummary:
+        # MLflow writes the parent run while the pruning channel is checked (a Spark job that waits
+        # for the prestarted workers); no trial is asked before both are done
+        tracking = self._background("MLflow parent run started", self._start_tracker, study)
+        with self._channel(study, backend) as channel:
+            problem = self._check_channel(backend, channel)
+            tracker, fixed = tracking.result()
+            if fixed:
+                self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
+            trials = _Trials(self, study, dists, tracker)
+            trials.channel = channel
+            if self.spec.tracking.plots:      # the plots' imports, off the end of the sweep
+                from hpsearch.plots import preload
+                threading.Thread(target=preload, name="hpsearch-plots", daemon=True).start()
+            status = "FAILED"
+            try:
+                if problem is not None:
+                    raise problem
+                self._loop(study, backend, trials)
+                status = "FINISHED"
+            except KeyboardInterrupt:
+                status = "KILLED"
+                backend.cancel()
+                with _shielded():
+                    trials.abandon("interrupted (Ctrl-C or SIGTERM)")
+                raise
+            finally:
+                tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
+                if self.spec.objective.multi:
+                    from hpsearch.pareto_log import log_front
+                    log_front(tracker, study, self.spec, self.note)
+        return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
+
+    def _start_tracker(self, study: optuna.Study) -> tuple[Tracker, int]:
+        """The sweep's MLflow writer with its parent run started, and how many runs of earlier
+        trials it created or repaired."""
         from hpsearch.tracking import Tracker
         tracker = Tracker(self.spec, self.spec.tracking.uri)
         tracker.start_sweep({"trials": self.budget.target, "timeout_s": self.spec.budget.timeout_s})
-        fixed = tracker.reconcile(study.get_trials(deepcopy=False))
-        if fixed:
-            self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
-        self.phases.mark("MLflow parent run started")
-        trials = _Trials(self, study, dists, tracker)
-        status = "FAILED"
+        return tracker, tracker.reconcile(study.get_trials(deepcopy=False))
+
+    def _check_channel(self, backend: Backend, channel: PruningChannel | None) -> BaseException | None:
+        """Whether the workers reach the pruning channel: what ``check_channel`` raised (Ctrl-C
+        too), for the sweep to raise once its parent run exists, or None."""
+        if channel is None:
+            return None
         try:
-            with self._channel(study, backend) as trials.channel:
-                if trials.channel is not None:
-                    backend.check_channel(trials.channel)   # before any trial: executors can report
-                self._loop(study, backend, trials)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            backend.cancel()
-            with _shielded():
-                trials.abandon("interrupted (Ctrl-C or SIGTERM)")
-            raise
-        finally:
-            tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
-            if self.spec.objective.multi:
-                from hpsearch.pareto_log import log_front
-                log_front(tracker, study, self.spec, self.note)
-        return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
+            backend.check_channel(channel)   # before any trial: executors can report
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller
+            return exc
+        self.phases.mark("pruning channel checked")
+        return None
 
     def _channel(self, study: optuna.Study, backend: Backend) -> Any:
         from contextlib import nullcontext
