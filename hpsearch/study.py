@@ -510,6 +510,8 @@ class _Sweep:
         with self.phases.timed("data"):
             recipe = resolve_recipe(spec.net)
             data = load_spec_data(spec, recipe)
+        if session is not None:
+            self._warm_numba(data)
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
@@ -539,6 +541,19 @@ class _Sweep:
         conf = {**DRIVER_JVM, **(ex.spark_conf or {})}
         return self._background("Spark session", spark_session, ex.master, cores,
                                 app_name=f"hpsearch {self.spec.name}", conf=conf)
+
+    def _warm_numba(self, data: Any) -> None:
+        """Compile (or load from numba's cache) a built-in net's code on the driver while Spark
+        starts, for local workers to find the cache warm; the backend's own warm-up before the first
+        trial then finds it compiled (numba compiles under one lock: the two never race)."""
+        from hpsearch.backends.spark import is_local_master
+        spec, ex = self.spec, self.spec.execution
+        if ex.data_parallel or ":" in spec.net or not is_local_master(ex.master):
+            return
+        task = TrialTask(trial_id=-1, number=-1, net=spec.net, params={}, fixed=dict(spec.fixed),
+                         metric=spec.objective.metric, direction=spec.objective.direction,
+                         seed=spec.seed, epochs=1, data_path=spec.data.path, data_limit=spec.data.limit)
+        self._background("numba code ready", _warm_quietly, task, data)
 
     def _background(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on a thread of its own, timed as phase ``name``; a future."""
@@ -691,6 +706,18 @@ class _Sweep:
             seconds=time.monotonic() - b.started, requeued=requeued,
             metric=self.spec.objective.metric, direction=self.spec.objective.direction,
             notes=tuple(self.notes), objectives=self.spec.objective.metrics)
+
+
+def _warm_quietly(task: TrialTask, data: Any) -> None:
+    """:func:`~hpsearch.backends.spark.warm_numba`; a failure is only logged (a bad configuration
+    shows up in the trials themselves)."""
+    import logging
+
+    from hpsearch.backends.spark import warm_numba
+    try:
+        warm_numba(task, data)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("hpsearch.spark").info("warm-up of %s failed: %s", task.net, exc)
 
 
 def objective_values(spec: StudySpec, result: TrialResult) -> float | list[float]:
