@@ -257,6 +257,8 @@ def run(spec: str, trials: int | None, extend: int | None, timeout: str | None,
     _sigterm_as_interrupt()
     if verbose:
         _print_phases()
+        from hpsearch.study import Phases, process_started
+        Phases.origin = process_started()      # phases count from the process start
     try:
         if sys.stdout.isatty():
             with LiveView(study.name) as view:

@@ -91,6 +91,17 @@ def _pyplot() -> Any:
     return plt
 
 
+def preload() -> None:
+    """Import pyplot and Optuna's matplotlib plots (about a second of CPU), e.g. on a thread while
+    the trials run, so that the end of a sweep does not wait for them. Never raises (:func:`render`
+    reports what cannot be drawn)."""
+    try:
+        _pyplot()
+        import optuna.visualization.matplotlib  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken matplotlib shows up in render, as a note
+        pass
+
+
 def render(study: optuna.Study, out_dir: str | Path, metric: str = "") -> tuple[list[Path], list[str]]:
     """Draw the four plots of ``study`` as PNG files in ``out_dir``.
 

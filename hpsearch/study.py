@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 
 MAX_ATTEMPTS = 2  # a trial whose worker died is retried once
 
+DRIVER_JVM = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
+"""Spark settings of a sweep's session unless the study sets them. The driver JVM compiles with C1
+only: the trials run in Python workers, so it needs no peak JIT, and its start-up took 6.2 s of CPU
+instead of 10.7 (local[2], 2 cores), CPU that the data, MLflow and the workers need meanwhile."""
+
 
 # --------------------------------------------------------------------------- results
 
@@ -242,12 +247,29 @@ def _shielded() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- the sweep
 
+def process_started() -> float:
+    """``time.perf_counter()``'s reading when this process started (Linux, to 10 ms: from /proc;
+    elsewhere: now)."""
+    import os
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])     # field 22: starttime
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.perf_counter() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()
+
+
 class Phases:
-    """When each start-up step of a sweep ended, in seconds since the sweep began (``--verbose``
-    prints them as they come: logger ``hpsearch.phases`` at INFO)."""
+    """When each start-up step of a sweep ended, in seconds since the sweep began, or since
+    :attr:`origin` when set (the CLI sets it to the process start) (``--verbose`` prints them as
+    they come: logger ``hpsearch.phases`` at INFO)."""
+
+    origin: float | None = None    # a ``time.perf_counter()`` reading to count from
 
     def __init__(self) -> None:
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if Phases.origin is None else Phases.origin
         self.seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -482,11 +504,14 @@ class _Sweep:
         from hpsearch.space import Conditional, distributions, is_conditional
         from hpsearch.tracking import prepare_tracking
         spec = self.spec
+        self.phases.mark("sweep started")
         spec.check_runnable()
         session = self._start_spark()          # the session starts while the data is read
         with self.phases.timed("data"):
             recipe = resolve_recipe(spec.net)
             data = load_spec_data(spec, recipe)
+        if session is not None:
+            self._warm_numba(data)
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
@@ -514,8 +539,22 @@ class _Sweep:
         from hpsearch.backends.spark import spark_session
         self.note(f"starting Spark ({ex.master or 'local'}); this takes 10-20 s ...")
         cores = ex.parallelism and ex.parallelism * (ex.data_parallel.workers if ex.data_parallel else 1)
+        conf = {**DRIVER_JVM, **(ex.spark_conf or {})}
         return self._background("Spark session", spark_session, ex.master, cores,
-                                app_name=f"hpsearch {self.spec.name}", conf=ex.spark_conf or None)
+                                app_name=f"hpsearch {self.spec.name}", conf=conf)
+
+    def _warm_numba(self, data: Any) -> None:
+        """Compile (or load from numba's cache) a built-in net's code on the driver while Spark
+        starts, for local workers to find the cache warm; the backend's own warm-up before the first
+        trial then finds it compiled (numba compiles under one lock: the two never race)."""
+        from hpsearch.backends.spark import is_local_master
+        spec, ex = self.spec, self.spec.execution
+        if ex.data_parallel or ":" in spec.net or not is_local_master(ex.master):
+            return
+        task = TrialTask(trial_id=-1, number=-1, net=spec.net, params={}, fixed=dict(spec.fixed),
+                         metric=spec.objective.metric, direction=spec.objective.direction,
+                         seed=spec.seed, epochs=1, data_path=spec.data.path, data_limit=spec.data.limit)
+        self._background("numba code ready", _warm_quietly, task, data)
 
     def _background(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` on a thread of its own, timed as phase ``name``; a future."""
@@ -560,35 +599,58 @@ class _Sweep:
         return self._sweep(study, backend, dists, requeued)
 
     def _sweep(self, study: optuna.Study, backend: Backend, dists: Any, requeued: int) -> SweepSummary:
+        # MLflow writes the parent run while the pruning channel is checked (a Spark job that waits
+        # for the prestarted workers); no trial is asked before both are done
+        tracking = self._background("MLflow parent run started", self._start_tracker, study)
+        with self._channel(study, backend) as channel:
+            problem = self._check_channel(backend, channel)
+            tracker, fixed = tracking.result()
+            if fixed:
+                self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
+            trials = _Trials(self, study, dists, tracker)
+            trials.channel = channel if self.spec.pruner.name != "none" else None
+            if self.spec.tracking.plots:      # the plots' imports, off the end of the sweep
+                from hpsearch.plots import preload
+                threading.Thread(target=preload, name="hpsearch-plots", daemon=True).start()
+            status = "FAILED"
+            try:
+                if problem is not None:
+                    raise problem
+                self._loop(study, backend, trials)
+                status = "FINISHED"
+            except KeyboardInterrupt:
+                status = "KILLED"
+                backend.cancel()
+                with _shielded():
+                    trials.abandon("interrupted (Ctrl-C or SIGTERM)")
+                raise
+            finally:
+                tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
+                if self.spec.objective.multi:
+                    from hpsearch.pareto_log import log_front
+                    log_front(tracker, study, self.spec, self.note)
+        return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
+
+    def _start_tracker(self, study: optuna.Study) -> tuple[Tracker, int]:
+        """The sweep's MLflow writer with its parent run started, and how many runs of earlier
+        trials it created or repaired."""
         from hpsearch.tracking import Tracker
         tracker = Tracker(self.spec, self.spec.tracking.uri)
         tracker.start_sweep({"trials": self.budget.target, "timeout_s": self.spec.budget.timeout_s})
-        fixed = tracker.reconcile(study.get_trials(deepcopy=False))
-        if fixed:
-            self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
-        self.phases.mark("MLflow parent run started")
-        trials = _Trials(self, study, dists, tracker)
-        status = "FAILED"
+        return tracker, tracker.reconcile(study.get_trials(deepcopy=False))
+
+    def _check_channel(self, backend: Backend, channel: PruningChannel | None) -> BaseException | None:
+        """Whether the workers reach the pruning channel: what ``check_channel`` raised (Ctrl-C
+        too), for the sweep to raise once its parent run exists, or None."""
+        if channel is None:
+            return None
         try:
-            with self._channel(study, backend) as channel:
-                prunes = self.spec.pruner.name != "none"
-                trials.channel = channel if prunes else None
-                if channel is not None:   # before any trial: executors can report (or get trials)
-                    backend.check_channel(channel, required=prunes)
-                self._loop(study, backend, trials)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            backend.cancel()
-            with _shielded():
-                trials.abandon("interrupted (Ctrl-C or SIGTERM)")
-            raise
-        finally:
-            tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
-            if self.spec.objective.multi:
-                from hpsearch.pareto_log import log_front
-                log_front(tracker, study, self.spec, self.note)
-        return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
+            # before any trial: executors can report (or get trials: slot mode)
+            backend.check_channel(channel, required=self.spec.pruner.name != "none")
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller
+            return exc
+        self.phases.mark("pruning channel checked")
+        return None
 
     def _channel(self, study: optuna.Study, backend: Backend) -> Any:
         from contextlib import nullcontext
@@ -649,6 +711,18 @@ class _Sweep:
             seconds=time.monotonic() - b.started, requeued=requeued,
             metric=self.spec.objective.metric, direction=self.spec.objective.direction,
             notes=tuple(self.notes), objectives=self.spec.objective.metrics)
+
+
+def _warm_quietly(task: TrialTask, data: Any) -> None:
+    """:func:`~hpsearch.backends.spark.warm_numba`; a failure is only logged (a bad configuration
+    shows up in the trials themselves)."""
+    import logging
+
+    from hpsearch.backends.spark import warm_numba
+    try:
+        warm_numba(task, data)
+    except Exception as exc:  # noqa: BLE001
+        logging.getLogger("hpsearch.spark").info("warm-up of %s failed: %s", task.net, exc)
 
 
 def objective_values(spec: StudySpec, result: TrialResult) -> float | list[float]:

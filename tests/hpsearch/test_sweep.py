@@ -210,3 +210,22 @@ def test_sigterm_fails_and_requeues_running_trials(tmp_path: Path, env: dict) ->
     assert again.returncode == 0, again.stderr
     trials = _study(tmp_path, "term").trials
     assert sum(t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued") for t in trials) == 6
+
+
+def test_verbose_prints_the_start_up_phases_from_the_process_start(tmp_path: Path, env: dict) -> None:
+    import re
+    spec = write_study(tmp_path, "phases", lenet_dict(budget={"trials": 2}, fixed={"epochs": 2}))
+    t0 = time.perf_counter()
+    proc = run_cli(["run", str(spec), "--verbose"], env, tmp_path)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    at = {m.group(2): float(m.group(1)) for m in
+          re.finditer(r"^phase\s+([\d.]+) s\s+(.+?)(?: \(took [\d.]+ s\))?$", proc.stderr, re.M)}
+    steps = ["sweep started", "data", "MLflow checked", "backend ready", "study open",
+             "pruning channel checked", "MLflow parent run started", "first trial dispatched",
+             "first trial started (on its worker)"]
+    assert set(steps) <= set(at), proc.stderr
+    # counted from the process start: the imports and the spec come before the sweep
+    assert 0 < at["sweep started"] <= at["data"] <= at["study open"] < at["first trial dispatched"]
+    assert at["MLflow parent run started"] <= at["first trial dispatched"]   # no trial before it
+    assert at["first trial dispatched"] <= at["first trial started (on its worker)"] < wall
