@@ -11,6 +11,7 @@ read path, which skips a partial last line.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -96,8 +97,13 @@ class DriverJournal(JournalFileBackend):
             f.seek(self._size)
             return b"\n" not in f.read()
 
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
+    def close(self) -> None:
+        """fsync and close the file (reads then go to the file, as for a reader)."""
+        if self._fd is not None:
             self.sync()
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):   # at exit, modules may be half torn down
+            self.close()
