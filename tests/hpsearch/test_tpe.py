@@ -51,11 +51,19 @@ def _draws(sampler: optuna.samplers.BaseSampler, start: int, asks: int) -> list[
     return out
 
 
-def test_below_its_window_it_draws_exactly_as_optunas_tpe() -> None:
+def _same(ours: list[dict], theirs: list[dict]) -> bool:
+    """The same draws, to rounding (the truncation masses are computed vectorised)."""
+    return len(ours) == len(theirs) and all(
+        a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-9) for k in a)
+        for a, b in zip(ours, theirs))
+
+
+def test_below_its_window_it_draws_as_optunas_tpe() -> None:
     ours = _draws(WindowedTPESampler(seed=3, window=250), 0, 40)         # random start-up, then TPE
-    assert ours == _draws(optuna.samplers.TPESampler(seed=3), 0, 40)
-    assert _draws(WindowedTPESampler(seed=4, window=250), 200, 5) == _draws(
-        optuna.samplers.TPESampler(seed=4), 200, 5)
+    assert _same(ours, _draws(optuna.samplers.TPESampler(seed=3), 0, 40))
+    assert not _same(ours, _draws(optuna.samplers.TPESampler(seed=4), 0, 40))
+    assert _same(_draws(WindowedTPESampler(seed=4, window=250), 200, 5),
+                 _draws(optuna.samplers.TPESampler(seed=4), 200, 5))
 
 
 @pytest.mark.parametrize("direction", ["minimize", "maximize"])
@@ -104,6 +112,6 @@ def test_the_window_is_a_sampler_option() -> None:
     spec = hpsearch.spec_from_dict(lenet_dict(sampler={"name": "tpe", "window": None, "n_startup_trials": 5}))
     sampler = make_sampler(spec.sampler.name, dict(spec.sampler.options), 0)
     assert isinstance(sampler, WindowedTPESampler) and sampler._window is None
-    assert make_sampler("tpe", {}, 0)._window == 1000
+    assert make_sampler("tpe", {}, 0)._window == 400
     with pytest.raises(hpsearch.SpecError, match="window must be at least 250"):
         hpsearch.spec_from_dict(lenet_dict(sampler={"name": "tpe", "window": 10}))
