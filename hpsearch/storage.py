@@ -4,7 +4,8 @@ The driver is the only process that writes it. Workers reach it through the driv
 channel (see :mod:`hpsearch.pruning`), so a store file is never written by two processes.
 
 A new study's default store is ``<stem>.optuna.journal`` (Optuna's JournalStorage: one appended
-JSON line per change, read back from memory, about 10x cheaper per trial than SQLite); a study
+JSON line per change, read back from memory: about 0.3 ms of driver CPU per trial against 12 on
+SQLite, see :mod:`hpsearch.journal`); a study
 whose ``<stem>.optuna.db`` exists keeps resuming in it.
 """
 from __future__ import annotations
