@@ -4,10 +4,10 @@ Optuna's file backend takes a symlink lock and fsyncs for every log line (one pe
 attribute, state change) and JournalStorage reads each line back from the file. One driver owns a
 study (:func:`hpsearch.storage.driver_lock`), so here each line is appended at once under a plain
 ``flock`` and read back from memory while no other process appends; the file is fsynced at most
-once a second. A killed driver
-loses nothing it wrote (the lines are in the page cache); a power cut loses at most the last
-second, as SQLite with ``synchronous=NORMAL`` would. Readers (``hpsearch show``) use Optuna's own
-read path, which skips a partial last line.
+once a second while lines come, and when the driver closes it. A killed driver loses nothing it
+wrote (the lines are in the page cache); a power cut can lose the last lines, never the lines
+before them, as SQLite with ``synchronous=NORMAL`` would. Readers (``hpsearch show``) use Optuna's
+own read path, which skips a partial last line.
 """
 from __future__ import annotations
 
