@@ -230,7 +230,7 @@ def _sigterm_as_interrupt() -> None:
 @click.option("--parallelism", type=int, help="Trials at once (one core each).")
 @click.option("--backend", type=click.Choice(["local", "spark"]), help="Where trials run.")
 @click.option("--master", help="Spark master URL (spark backend).")
-@click.option("--storage", help="Optuna storage URL (default: <study>.optuna.db beside the file).")
+@click.option("--storage", help="Optuna storage URL or .journal file (default: <study>.optuna.journal beside it).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")
@@ -489,7 +489,7 @@ def _schedule_overrides(cron: str | None, trials_per_run: int | None,
 @click.option("--parallelism", type=int, help="Trials at once (one core each).")
 @click.option("--backend", type=click.Choice(["local", "spark"]), help="Where trials run.")
 @click.option("--master", help="Spark master URL (spark backend).")
-@click.option("--storage", help="Optuna storage URL (default: <study>.optuna.db beside the file).")
+@click.option("--storage", help="Optuna storage URL or .journal file (default: <study>.optuna.journal beside it).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")

@@ -48,13 +48,18 @@ class Factory:
         return None
 
     def option_names(self) -> list[str]:
-        """Keyword arguments the YAML may pass to the constructor."""
-        params = inspect.signature(self.load()).parameters
-        return [n for n in params if n not in _NOT_OPTIONS]
+        """Keyword arguments the YAML may pass to the constructor (with ``**options``, those of
+        the class it extends too)."""
+        cls = self.load()
+        params = inspect.signature(cls).parameters
+        names = [n for n, p in params.items() if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD]
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            names += [n for n in inspect.signature(cls.__mro__[1]).parameters if n not in names]
+        return [n for n in names if n not in _NOT_OPTIONS]
 
 
 SAMPLERS: dict[str, Factory] = {
-    "tpe": Factory("optuna.samplers", "TPESampler"),
+    "tpe": Factory("hpsearch.tpe", "WindowedTPESampler"),   # Optuna's TPESampler + ``window``
     "random": Factory("optuna.samplers", "RandomSampler"),
     "grid": Factory("optuna.samplers", "GridSampler"),
     "cmaes": Factory("optuna.samplers", "CmaEsSampler", requires="cmaes"),

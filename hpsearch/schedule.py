@@ -64,8 +64,8 @@ def lock_holder(spec: StudySpec) -> int | None:
     import optuna
 
     from hpsearch.storage import lock_holder as study_lock_holder
-    from hpsearch.storage import open_storage, sqlite_path
-    path = sqlite_path(spec.storage)
+    from hpsearch.storage import open_storage, store_file
+    path = store_file(spec.storage)
     if path is not None and not path.exists():
         return None
     try:

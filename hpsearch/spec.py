@@ -1275,17 +1275,24 @@ def _data_parallel(ck: _Checker, value: Any, backend: str) -> DataParallelSpec |
 
 
 def _storage(ck: _Checker, value: Any, file: str, base_dir: Path, name: Any) -> str:
+    from hpsearch.storage import JOURNAL, default_storage
     if value is None:
         stem = Path(file).stem if file != "<dict>" else (name if isinstance(name, str) else "study")
-        return f"sqlite:///{base_dir / (stem + '.optuna.db')}"
+        return default_storage(base_dir, stem)
     url = ck.string(value, ("storage",))
+    if url.endswith(".journal") and "://" not in url:     # a journal file's path
+        from_cli = ("storage",) in ck.overridden
+        path = Path(url).expanduser()
+        return JOURNAL + str(path if path.is_absolute() else (Path.cwd() if from_cli else base_dir) / path)
+    if url.startswith(JOURNAL) and len(url) > len(JOURNAL):
+        return url
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
     try:
         make_url(url)
     except (ArgumentError, ValueError):
         ck.fail(("storage",), f"{_show(url)} is not a database URL",
-                "write e.g. sqlite:///sweeps.db or postgresql://user@host/db")
+                "write e.g. sqlite:///sweeps.db, sweeps.journal or postgresql://user@host/db")
     return url
 
 

@@ -1,7 +1,12 @@
-"""Optuna storage: a SQLite file beside the study by default, or any SQLAlchemy URL.
+"""Optuna storage: a journal file beside the study by default, a SQLite file, or any SQLAlchemy URL.
 
-The driver is the only process that opens it. Workers reach it through the driver's gRPC
-proxy (see :mod:`hpsearch.pruning`), so a SQLite file is never written by two processes.
+The driver is the only process that writes it. Workers reach it through the driver's gRPC
+channel (see :mod:`hpsearch.pruning`), so a store file is never written by two processes.
+
+A new study's default store is ``<stem>.optuna.journal`` (Optuna's JournalStorage: one appended
+JSON line per change, read back from memory: about 0.3 ms of driver CPU per trial against 12 on
+SQLite, see :mod:`hpsearch.journal`); a study
+whose ``<stem>.optuna.db`` exists keeps resuming in it.
 """
 from __future__ import annotations
 
@@ -24,6 +29,27 @@ if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
     from sqlalchemy.engine import Engine
+
+
+JOURNAL = "journal:///"
+"""The URL prefix of a journal store: ``journal:///rel/path`` or ``journal:////abs/path``."""
+
+
+def default_storage(base_dir: Path, stem: str) -> str:
+    """The store of a study without ``storage``: its SQLite file if it has one already (a study
+    begun before the journal became the default), else a journal file; both beside the study."""
+    db = base_dir / f"{stem}.optuna.db"
+    return f"sqlite:///{db}" if db.exists() else f"{JOURNAL}{base_dir / (stem + '.optuna.journal')}"
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:///`` URL (``None`` for other URLs)."""
+    return Path(url[len(JOURNAL):]) if url.startswith(JOURNAL) and len(url) > len(JOURNAL) else None
+
+
+def store_file(url: str) -> Path | None:
+    """The file that holds the study store at ``url`` (SQLite or journal), ``None`` for a server."""
+    return journal_path(url) or sqlite_path(url)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -62,7 +88,7 @@ def open_storage(url: str, *, create: bool) -> BaseStorage:
         create: when ``False``, a missing SQLite file is an error instead of being created.
     """
     import optuna
-    path = sqlite_path(url)
+    path = store_file(url)
     if path is not None:
         if not create and not path.exists():
             raise StorageError(f"no study store at {path}",
@@ -70,6 +96,8 @@ def open_storage(url: str, *, create: bool) -> BaseStorage:
         if not path.parent.is_dir():
             raise StorageError(f"cannot create {path}: {path.parent} is not a directory",
                                "create the directory or pass --storage URL")
+    if journal_path(url) is not None:
+        return _open_journal(url, path)
     kwargs = {"connect_args": {"timeout": 60}} if path is not None else {}
     try:
         rdb = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
@@ -79,6 +107,17 @@ def open_storage(url: str, *, create: bool) -> BaseStorage:
     if path is not None:
         tune_sqlite(rdb.engine)
     return optuna.storages.get_storage(rdb)
+
+
+def _open_journal(url: str, path: Path) -> BaseStorage:
+    from optuna.storages import JournalStorage
+
+    from hpsearch.journal import DriverJournal
+    try:
+        return JournalStorage(DriverJournal(str(path)))
+    except (OSError, ValueError) as exc:   # ValueError: a line that is not JSON
+        raise StorageError(f"cannot open storage {url}: {' '.join(str(exc).split())[:300]}",
+                           "check the path; a damaged line can be removed from the file") from None
 
 
 def load_existing_study(url: str, name: str) -> optuna.Study:

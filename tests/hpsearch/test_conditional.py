@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 import hpsearch
 from conftest import STUDIES, mlflow_runs, write_study
 from hpsearch.space import Conditional, active_names, is_active
-from hpsearch.storage import REQUEUED, requeue_orphans
+from hpsearch.storage import REQUEUED, open_storage, requeue_orphans
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -45,7 +45,7 @@ def test_mlp_study_on_spark_logs_exactly_the_active_params(tmp_path: Path, spark
     spec = hpsearch.load_spec(write_study(tmp_path, "mlp", data))
     summary = hpsearch.run_study(spec, spark=spark)
     assert summary.counts["complete"] + summary.counts["pruned"] == 10, summary
-    trials = optuna.load_study(study_name="mlp", storage=spec.storage).trials
+    trials = optuna.load_study(study_name="mlp", storage=open_storage(spec.storage, create=True)).trials
     assert len({len(t.params) for t in trials}) > 1                      # the space really is conditional
     runs = {int(r.data.tags["hpsearch.trial_number"]): r for r in mlflow_runs(tmp_path, "mlp")
             if r.data.tags.get("hpsearch.kind") == "trial"}

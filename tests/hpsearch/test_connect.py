@@ -14,6 +14,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from hpsearch.storage import default_storage, load_existing_study
+
 from backend_contract import BackendContract, task
 from conftest import HERE, REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, write_study
 from connect_server import ConnectServer
@@ -120,7 +122,7 @@ class TestConnectBackend(BackendContract):
 
 
 def _study(tmp_path: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.optuna.db')}")
+    return load_existing_study(default_storage(tmp_path, name), name)
 
 
 def _children(runs: list) -> list:

@@ -15,6 +15,7 @@ from conftest import STUDIES, mlflow_runs, write_study
 from hpsearch.cli import cli
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.mo_pruner import MOASHAPruner, record
+from hpsearch.storage import open_storage
 from hpsearch.pareto import crowding, fronts, hypervolume, pareto_indices, ranking
 from hpsearch.spec import spec_from_dict
 
@@ -159,7 +160,7 @@ def test_a_local_mo_sweep_prunes_and_logs_its_pareto_set(tmp_path: Path, monkeyp
                                                fixed={"epochs": 3, "optimizer": "sgd"}))
     spec = hpsearch.load_spec(path, {"data.limit": 300})
     summary = hpsearch.run_study(spec)
-    study = optuna.load_study(study_name="mo", storage=spec.storage)
+    study = optuna.load_study(study_name="mo", storage=open_storage(spec.storage, create=True))
     front = _check_pareto(spec, study)
     assert {t.number for t in summary.top} == {t.number for t in front}
     assert summary.counts["pruned"] >= 1               # MO-ASHA stopped someone at epoch 1
@@ -196,7 +197,7 @@ def test_lenet_mo_runs_on_spark_with_its_pareto_set_in_mlflow(tmp_path: Path, sp
                                      "execution.parallelism": 2})
     summary = hpsearch.run_study(spec, spark=spark)
     assert sum(summary.counts.values()) == 8
-    study = optuna.load_study(study_name="lenet-mo", storage=spec.storage)
+    study = optuna.load_study(study_name="lenet-mo", storage=open_storage(spec.storage, create=True))
     front = _check_pareto(spec, study)
     runs = mlflow_runs(tmp_path, "lenet-mo")
     parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")

@@ -21,6 +21,7 @@ import hpsearch
 from conftest import REPO, lenet_dict, mlflow_runs, run_cli, write_study
 from hpsearch.cli import cli
 from hpsearch.schedule import DONE, FAILED, SKIPPED, Scheduler, lock_holder
+from hpsearch.storage import open_storage
 from hpsearch.study import SweepSummary
 
 EVERY_SECOND = "* * * * * *"
@@ -75,7 +76,7 @@ def test_scheduler_skips_ticks_during_a_sweep_goes_on_after_a_failure_and_counts
 
 def test_a_tick_is_skipped_while_another_process_runs_the_study(tmp_path: Path) -> None:
     spec = hpsearch.spec_from_dict(lenet_dict(), name="busy", base_dir=tmp_path)
-    study = optuna.create_study(study_name="busy", storage=spec.storage)
+    study = optuna.create_study(study_name="busy", storage=open_storage(spec.storage, create=True))
     other = subprocess.Popen(["sleep", "60"])             # stands in for `hpsearch run` elsewhere
     try:
         study.set_user_attr("hpsearch_driver", {"host": socket.gethostname(), "pid": other.pid})
@@ -180,7 +181,7 @@ def test_schedule_three_sweeps_of_two_trials_skips_and_survives_a_failed_sweep(
     spec_path = write_study(tmp_path, "lenet", lenet_dict(
         pruner="median", data={"path": str(mnist), "limit": 300}, fixed={"epochs": 1}))
     spec = hpsearch.load_spec(spec_path)
-    study = optuna.create_study(study_name="lenet", storage=spec.storage)
+    study = optuna.create_study(study_name="lenet", storage=open_storage(spec.storage, create=True))
     other = subprocess.Popen(["sleep", "120"])             # another driver holds the study at first
     study.set_user_attr("hpsearch_driver", {"host": socket.gethostname(), "pid": other.pid})
 
@@ -209,7 +210,7 @@ def test_schedule_three_sweeps_of_two_trials_skips_and_survives_a_failed_sweep(
     assert "was still running" in out                     # ticks that came during a sweep
     assert out.count("sweep done: 2 trial(s)") == 3
 
-    trials = optuna.load_study(study_name="lenet", storage=spec.storage).trials
+    trials = optuna.load_study(study_name="lenet", storage=open_storage(spec.storage, create=True)).trials
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
     runs = mlflow_runs(tmp_path, "lenet")
     parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
@@ -247,7 +248,7 @@ def test_sigterm_inside_a_scheduled_sweep_exits_0_and_leaves_no_trial_running(
     assert "stopped: 0 sweep(s) finished" in lines.rest()
 
     spec = hpsearch.load_spec(spec_path)
-    trials = optuna.load_study(study_name="term", storage=spec.storage).trials
+    trials = optuna.load_study(study_name="term", storage=open_storage(spec.storage, create=True)).trials
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert sum(t.state.name == "COMPLETE" for t in trials) >= 1   # finished trials are kept
     stopped = [t for t in trials if t.user_attrs.get("hpsearch_requeued")]

@@ -12,6 +12,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from hpsearch.storage import default_storage, load_existing_study
+
 from conftest import REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -19,7 +21,7 @@ TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]
 
 
 def _study(tmp_path: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.optuna.db')}")
+    return load_existing_study(default_storage(tmp_path, name), name)
 
 
 def _children(runs: list) -> list:

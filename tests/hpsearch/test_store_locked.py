@@ -28,9 +28,9 @@ def _finished(db: Path) -> int:
 
 
 def test_sweep_survives_the_optuna_store_locked_for_10_s(tmp_path: Path, env: dict) -> None:
-    spec = write_study(tmp_path, "locked", lenet_dict(budget={"trials": 6},
+    db = tmp_path / "locked.optuna.db"    # a SQLite store (the default is a journal file)
+    spec = write_study(tmp_path, "locked", lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
                                                       execution={"backend": "local", "parallelism": 1}))
-    db = tmp_path / "locked.optuna.db"
     sweep = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--set", "data.limit=300",
                               "--set", "fixed.epochs=2"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)

@@ -13,11 +13,13 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from hpsearch.storage import default_storage, load_existing_study
+
 from conftest import STUDIES, TINY, lenet_dict, mlflow_runs, run_cli, write_study
 
 
 def _study(tmp_path: Path, name: str = "lenet") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.optuna.db')}")
+    return load_existing_study(default_storage(tmp_path, name), name)
 
 
 def _children(runs: list) -> list:
