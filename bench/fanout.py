@@ -49,7 +49,7 @@ def hpsearch_sweep(spark, workdir: Path, net: str, trials: int, parallelism: int
         "search_space": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
         "objective": {"metric": "val_loss"}, "sampler": {"name": "tpe"}, "pruner": {"name": "none"},
         "budget": {"trials": trials}, "execution": {"backend": "spark", "parallelism": parallelism, "dispatch": dispatch},
-        # the default store (a journal file in workdir; before hpsearch 0.4: SQLite)
+        # the default study store: a journal file in workdir (SQLite until the journal became the default)
         # the anchors draw no plots; hpsearch's end-of-sweep plots (~3 s, once per sweep) are off here
         "tracking": {"uri": f"sqlite:///{workdir / 'mlflow.db'}", "plots": False},
     }, name=name, base_dir=workdir)
