@@ -42,6 +42,7 @@ from hpsearch.space import ParamSpec
 BUILTIN_NETS = ("lenet", "autoencoder", "mlp", "textcnn", "rnn")
 NEEDS_DATA_PATH = frozenset({"textcnn", "rnn"})
 BACKENDS = ("local", "spark")
+PRUNING_MODES = ("auto", "channel", "rungs")   # how Spark tasks get the pruner's answers (README, Spark)
 DIRECTIONS = ("minimize", "maximize")
 
 TOP_KEYS = ("name", "description", "net", "data", "fixed", "search_space", "objective", "sampler",
@@ -129,6 +130,7 @@ class ExecutionSpec:
     report_host: str | None = None      # the address tasks dial for the pruning channel (None: auto)
     report_bind: str | None = None      # the address the channel listens on (None: report_host)
     spark_conf: dict[str, str] = field(default_factory=dict)   # Spark settings; values never shown
+    pruning_mode: str = "auto"          # channel | rungs | auto: rungs when executors cannot reach it
 
 
 @dataclass(frozen=True)
@@ -1205,7 +1207,7 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
     d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel",
-                                           "report_host", "report_bind", "spark_conf"))
+                                           "report_host", "report_bind", "spark_conf", "pruning_mode"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
@@ -1214,7 +1216,12 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     data_parallel = _data_parallel(ck, d.get("data_parallel"), backend)
     report = [ck.string(d.get(k), ("execution", k), optional=True) for k in ("report_host", "report_bind")]
     spark_conf = _spark_conf(ck, d.get("spark_conf"))
-    return ExecutionSpec(backend, parallelism, master, data_parallel, *report, spark_conf=spark_conf)
+    mode = ck.choice(d.get("pruning_mode", "auto"), ("execution", "pruning_mode"), PRUNING_MODES, "pruning mode")
+    if mode == "rungs" and data_parallel is not None:
+        ck.fail(("execution", "pruning_mode"), "rungs cannot prune a data-parallel trial (one barrier job)",
+                "use pruning_mode: channel (or auto), with a report_host the executors can reach")
+    return ExecutionSpec(backend, parallelism, master, data_parallel, *report, spark_conf=spark_conf,
+                         pruning_mode=mode)
 
 
 _SPARK_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")

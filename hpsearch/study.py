@@ -570,8 +570,10 @@ class _Sweep:
         status = "FAILED"
         try:
             with self._channel(study, backend) as trials.channel:
-                if trials.channel is not None:
-                    backend.check_channel(trials.channel)   # before any trial: executors can report
+                # before any trial: the executors can report (or the backend says how it prunes)
+                how = backend.check_channel(trials.channel) if trials.channel is not None else None
+                if how:
+                    self.note(how)
                 self._loop(study, backend, trials)
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -593,11 +595,13 @@ class _Sweep:
         from hpsearch.pruning import serve, study_decider
         if self.spec.pruner.name == "none":
             return nullcontext(None)
+        ex, decide = self.spec.execution, study_decider(study)
+        if backend.use_pruner(decide, ex.pruning_mode):    # it asks the pruner itself, between jobs
+            return nullcontext(None)
         # listen on the one address executors dial: loopback in local mode, the driver's address
         # (spark.driver.host) on a cluster; never on every interface unless the study says so
-        ex = self.spec.execution
         host = ex.report_host or backend.report_host
-        return serve(study_decider(study), bind=ex.report_bind or host, advertise=host)
+        return serve(decide, bind=ex.report_bind or host, advertise=host)
 
     def _loop(self, study: optuna.Study, backend: Backend, trials: _Trials) -> None:
         while True:
