@@ -179,6 +179,25 @@ def test_hyperband_prunes_from_the_cli_when_executors_cannot_reach_the_channel(t
         assert str(os.getpid()) not in run.data.tags["hpsearch.worker"]
 
 
+def test_pruning_mode_rungs_opens_no_channel_and_prunes(tmp_path, spark, monkeypatch) -> None:
+    import hpsearch
+    from hpsearch import pruning
+
+    served: list = []
+    monkeypatch.setattr(pruning, "serve", lambda *a, **k: served.append(a) or pytest.fail("served"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = lenet_dict(data={"path": None, "limit": 300}, fixed={"epochs": 3, "optimizer": "sgd"},
+                      budget={"trials": 6}, execution={"backend": "spark", "parallelism": 2,
+                                                       "pruning_mode": "rungs"})
+    summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "rungs", data)), spark=spark)
+    assert not served and not any("cannot reach" in n for n in summary.notes)
+    trials = _study(tmp_path, "rungs").trials
+    assert summary.counts["pruned"] >= 1 and len(trials) == 6
+    for t in trials:                      # every epoch reported, in order; complete trials ran all 3
+        assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
+        assert len(t.intermediate_values) == 3 or t.state.name == "PRUNED"
+
+
 def test_pruning_mode_channel_stops_before_any_trial_naming_the_settings(tmp_path, env) -> None:
     study = lenet_dict(execution={"backend": "spark", "parallelism": 2, "pruning_mode": "channel", **FAR})
     proc = run_cli(["run", str(write_study(tmp_path, "far", study)), "--set", "data.limit=300"], env, tmp_path)
