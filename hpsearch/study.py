@@ -595,9 +595,10 @@ class _Sweep:
         from hpsearch.pruning import serve, study_decider
         if self.spec.pruner.name == "none":
             return nullcontext(None)
-        ex, decide = self.spec.execution, study_decider(study)
-        if backend.use_pruner(decide, ex.pruning_mode):    # it asks the pruner itself, between jobs
-            return nullcontext(None)
+        from hpsearch.samplers import next_decision
+        ex, decide, p = self.spec.execution, study_decider(study), self.spec.pruner
+        if backend.use_pruner(decide, ex.pruning_mode, next_decision(p.name, p.options)):
+            return nullcontext(None)                   # it asks the pruner itself, between jobs
         # listen on the one address executors dial: loopback in local mode, the driver's address
         # (spark.driver.host) on a cluster; never on every interface unless the study says so
         host = ex.report_host or backend.report_host

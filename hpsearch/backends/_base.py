@@ -35,9 +35,11 @@ class Backend(ABC):
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         """Run tasks, at most ``parallelism`` at a time, yielding results as they finish."""
 
-    def use_pruner(self, decide: Callable[..., bool], mode: str = "auto") -> bool:
+    def use_pruner(self, decide: Callable[..., bool], mode: str = "auto",
+                   next_decision: Callable[[int], int] | None = None) -> bool:
         """Called before any trial when the study prunes: ``decide(trial_id, epoch, value,
-        values=None) -> prune?`` asks its pruner, ``mode`` is ``execution.pruning_mode``. ``True``:
+        values=None) -> prune?`` asks its pruner, ``mode`` is ``execution.pruning_mode``,
+        ``next_decision(epoch)`` the next epoch at which the pruner may stop a trial. ``True``:
         the backend asks ``decide`` itself, between jobs, and needs no channel. Default: ``False``
         (workers report through the channel)."""
         return False

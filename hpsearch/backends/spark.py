@@ -348,6 +348,7 @@ class SparkBackend(Backend):
     _rungs: Any = None   # a spark_rungs.Rungs once they do
     _decide: Callable[..., bool] | None = None
     _pruning_mode = "auto"
+    _next_decision: Callable[[int], int] | None = None
     dispatch_ahead = True  # a freed slot is refilled before its result is handed to the driver
 
     def __init__(self, parallelism: int | None = None, data: Any = None, master: str | None = None,
@@ -417,10 +418,11 @@ class SparkBackend(Backend):
             rows = df.mapInArrow(fn, RESULT_SCHEMA, barrier=barrier).collect()
         return [pickle.loads(row[0]) for row in rows]
 
-    def use_pruner(self, decide: Callable[..., bool], mode: str = "auto") -> bool:
+    def use_pruner(self, decide: Callable[..., bool], mode: str = "auto",
+                   next_decision: Callable[[int], int] | None = None) -> bool:
         """Keep the pruner's ``decide``, to prune between jobs where the executors cannot reach the
         channel (:mod:`hpsearch.backends.spark_rungs`); ``True`` when ``mode`` is ``rungs``: no channel."""
-        self._decide, self._pruning_mode = decide, mode
+        self._decide, self._pruning_mode, self._next_decision = decide, mode, next_decision
         if mode == "rungs":
             self._by_rungs()
         return self._rungs is not None
@@ -430,7 +432,8 @@ class SparkBackend(Backend):
         if not self.rungs_ok:
             raise BackendError("data-parallel trials cannot be pruned between jobs",
                                "set execution.pruning_mode: channel, or pruner: none")
-        self._rungs = Rungs(self.collect, self._decide, self._cancelled, self.study_name, self.retries)
+        self._rungs = Rungs(self.collect, self._decide, self._cancelled, self.study_name, self.retries,
+                            self._next_decision)
 
     def check_channel(self, channel: PruningChannel) -> str | None:
         """One task dials the pruning channel before any trial. When it cannot: trials run rung by

@@ -5,17 +5,20 @@ firewall, seen from a managed cluster), the driver asks the pruner itself, betwe
 
 - each job trains one rung of one trial, starting from the training state the previous job returned
   (weights, optimizer state, data order, training seconds: a ``nets.TrainState``), and returns the
-  rung's per-epoch metrics and the new state. A rung is one epoch: the pruner is asked after every
-  epoch, as through the channel, so a trial stops exactly where the channel would have stopped it;
-- between jobs the driver reports each epoch's value to the study (``decide``: what the channel
-  calls) and either stops the trial (pruned) or submits its next rung;
+  rung's per-epoch metrics and the new state. A rung runs to the next epoch at which the pruner may
+  stop the trial (``next_decision``: successive halving and Hyperband decide only at their rungs,
+  epochs 1, 3, 9, ...; other pruners after any epoch, so one epoch per job);
+- between jobs the driver reports each epoch's value to the study, in order (``decide``: what the
+  channel calls) and either stops the trial (pruned) or submits its next rung. A trial stops where the
+  channel would have stopped it: an answer to prune at an epoch before the rung's last (which the
+  schedule says cannot come) would cut the trial's history there, the later epochs merely wasted;
 - a job that fails (a lost executor or Python worker) is run again from the same state, at most
   ``retries`` times: only that rung is redone. An exception in the net is a failed trial, never retried;
 - cancelling the sweep interrupts the running rung jobs (the sweep's tag) and starts no next rung.
 
 The trial's result is the one a single-job trial returns (history, value, weights when complete,
-state, seconds: the rungs' training time, worker, first_batch_s). The cost: one Spark job per epoch
-(0.1-0.2 s each on a warm worker) and the state shipped both ways (LeNet: about 0.3 MB).
+state, seconds: the rungs' training time, worker, first_batch_s). The cost: one Spark job per rung
+(0.2 s each on a warm local worker) and the state shipped both ways (LeNet: 0.1-0.3 MB).
 """
 from __future__ import annotations
 
@@ -49,13 +52,16 @@ class Rungs:
     """Runs trials rung by rung for the Spark backend, asking ``decide`` between rungs.
 
     ``collect(fn, name)`` runs one job (the backend's, so it carries the sweep's tag); ``cancelled``
-    is set when the sweep is cancelled.
+    is set when the sweep is cancelled; ``next_decision(epoch)``: the next epoch after ``epoch`` at
+    which the pruner may stop a trial (default: the next epoch).
     """
 
     def __init__(self, collect: Callable[..., list[Any]], decide: Callable[..., bool],
-                 cancelled: threading.Event, study_name: str, retries: int) -> None:
+                 cancelled: threading.Event, study_name: str, retries: int,
+                 next_decision: Callable[[int], int] | None = None) -> None:
         self.collect, self.decide, self.cancelled = collect, decide, cancelled
         self.study_name, self.retries = study_name, retries
+        self.next_decision = next_decision or (lambda epoch: epoch + 1)
 
     def run(self, task: TrialTask, data_name: str | None) -> TrialResult:
         """Train ``task`` to its end, or until the pruner stops it, a rung (one job) at a time."""
@@ -103,21 +109,27 @@ class Rungs:
 
     def _rung(self, task: TrialTask, data_name: str | None, start: Any) -> TrialResult:
         """One rung as one Spark job, run again from the same state when the job itself failed."""
-        until = (0 if start is None else start.epoch) + 1
+        done = 0 if start is None else start.epoch
+        until = self.next_decision(done)
+        epochs = task.train_params().get("epochs")
+        if isinstance(epochs, int):
+            until = max(done + 1, min(until, epochs))
+        name = f"{self.study_name} trial {task.number} " + \
+            (f"epoch {until}" if until == done + 1 else f"epochs {done + 1}-{until}")
         error = ""
         for attempt in range(self.retries + 1):
             if self.cancelled.is_set():
                 break
             fn = functools.partial(rung_partition, data_name, replace(task, attempt=attempt), start, until)
             try:
-                return self.collect(fn, f"{self.study_name} trial {task.number} epoch {until}")[0]
+                return self.collect(fn, name)[0]
             except Exception as exc:  # noqa: BLE001 - the job failed: a worker was lost or cancelled
                 error = job_error(exc)
                 if not self.cancelled.is_set():
-                    log.warning("trial %d, epoch %d: Spark task lost (attempt %d of %d): %s", task.number,
-                                until, attempt + 1, self.retries + 1, error[:160])
+                    log.warning("%s: Spark task lost (attempt %d of %d): %s", name, attempt + 1,
+                                self.retries + 1, error[:160])
         reason = "cancelled" if self.cancelled.is_set() else \
-            f"worker lost {self.retries + 1} times (epoch {until}); last error: {error}"
+            f"worker lost {self.retries + 1} times (epochs {done + 1}-{until}); last error: {error}"
         return TrialResult(task.trial_id, task.number, FAILED, reason=reason, lost=True)
 
 

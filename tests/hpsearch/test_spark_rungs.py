@@ -41,10 +41,11 @@ def data():
 def backend(spark, data):
     from hpsearch.backends.spark import SparkBackend
 
-    def make(parallelism: int, retries: int = 2, decide=never, mode: str = "rungs") -> SparkBackend:
+    def make(parallelism: int, retries: int = 2, decide=never, mode: str = "rungs",
+             next_decision=None) -> SparkBackend:
         b = SparkBackend(parallelism=parallelism, data=data, spark=spark, study_name="contract",
                          retries=retries)
-        assert b.use_pruner(decide, mode) == (mode == "rungs")
+        assert b.use_pruner(decide, mode, next_decision) == (mode == "rungs")
         return b
     return make
 
@@ -102,6 +103,31 @@ def test_a_trial_rung_by_rung_is_the_same_trial_as_in_one_job(backend, spark, tm
     mine = sorted(j["description"] for j in _jobs(spark) if b.tag in j.get("jobTags", [])
                   and "trial" in j["description"])
     assert mine == [f"contract trial 0 epoch {e}" for e in (1, 2, 3)]
+
+
+def test_hyperband_rungs_need_one_job_per_rung_not_per_epoch(backend, spark, tmp_path) -> None:
+    from hpsearch.samplers import next_decision
+    hyperband = next_decision("hyperband", {"min_resource": 1, "reduction_factor": 3, "max_resource": 6})
+    with backend(1, mode="channel") as b:
+        (whole,) = b.run([epochs(6)])
+    asked: list[int] = []
+    with backend(1, decide=lambda t, e, v, values=None: asked.append(e) or False,
+                 next_decision=hyperband) as b:
+        (rungs,) = b.run([epochs(6)])
+    assert rungs.state == COMPLETE and asked == [1, 2, 3, 4, 5, 6]      # every epoch reported, in order
+    assert _untimed(rungs.history) == _untimed(whole.history)
+    assert _params(rungs.weights, tmp_path).tobytes() == _params(whole.weights, tmp_path).tobytes()
+    mine = sorted(j["description"] for j in _jobs(spark) if b.tag in j.get("jobTags", [])
+                  and "trial" in j["description"])
+    assert mine == ["contract trial 0 epoch 1", "contract trial 0 epochs 2-3", "contract trial 0 epochs 4-6"]
+
+
+def test_a_prune_inside_a_rung_cuts_the_trial_there(backend) -> None:
+    """Were the schedule wrong, the result would still be the channel's (later epochs only wasted)."""
+    with backend(1, decide=lambda t, e, v, values=None: e == 2, next_decision=lambda e: e + 3) as b:
+        (result,) = b.run([epochs(4)])
+    assert result.state == PRUNED and [h["epoch"] for h in result.history] == [1, 2]
+    assert result.reason == "pruned after epoch 2" and result.value == result.history[-1]["val_loss"]
 
 
 def test_the_driver_prunes_between_rungs_as_the_channel_would(backend) -> None:
