@@ -7,10 +7,10 @@
 Runs studies/lenet.yaml (LeNet on the bundled sample, Hyperband, 6 epochs, seed 0) twice on one warm
 session at parallelism 2: once with the executors reporting through the driver's channel, once with the
 channel advertised at 127.0.0.3, where nothing listens (as a client behind NAT), so that the driver
-prunes between jobs, one job per epoch. For each: trials, the fraction pruned, the epochs trained
+prunes between jobs, one job per Hyperband rung (epochs 1, 2-3, 4-6). For each: trials, the fraction pruned, the epochs trained
 against the epochs of the same trials unpruned, and the sweep's wall time (which, rung by rung, includes
-the channel probe: up to 10 s). Then the cost of one job per epoch: one 6-epoch trial in one job against
-the same trial as 6 rung jobs. Hyperband's decisions depend
+the channel probe: up to 10 s). Then the cost of rung jobs: one 6-epoch trial in one job against the same
+trial as 6 rung jobs and as 3. Hyperband's decisions depend
 on the order in which parallel trials report, so the two runs need not prune the same trials.
 """
 from __future__ import annotations
@@ -54,29 +54,33 @@ def sweep(spark, work: Path, name: str, trials: int, far: bool) -> dict:
 
 
 def per_job_cost(spark, repeats: int = 3) -> dict:
-    """One LeNet trial (6 epochs, the study's data) in one job, then as 6 rung jobs: median walls."""
+    """One LeNet trial (6 epochs, the study's data) in one job, as 6 rung jobs (a pruner that may decide
+    after any epoch) and as 3 (Hyperband's rungs: epochs 1, 2-3, 4-6): median walls."""
     import statistics
 
     from hpsearch.backends.spark import SparkBackend
     from hpsearch.recipes import load_data, resolve_recipe
     from hpsearch.records import TrialTask
+    from hpsearch.samplers import next_decision
     data = load_data(resolve_recipe("lenet"), None, 2000)
     task = TrialTask(trial_id=0, number=0, net="lenet", params={"lr": 0.05, "batch_size": 32},
                      fixed={"epochs": 6}, metric="val_loss", direction="minimize", seed=0, data_limit=2000)
-    walls: dict[str, list[float]] = {"one job": [], "rungs": []}
+    schedules = {"one job": None, "6 jobs": lambda e: e + 1,
+                 "3 jobs": next_decision("hyperband", {"min_resource": 1, "reduction_factor": 3})}
+    walls: dict[str, list[float]] = {k: [] for k in schedules}
     for _ in range(repeats):
-        for label in walls:
+        for label, schedule in schedules.items():
             with SparkBackend(parallelism=1, data=data, spark=spark, study_name="cost") as b:
-                if label == "rungs":
-                    b.use_pruner(lambda *a, **k: False, "rungs")
+                if schedule is not None:
+                    b.use_pruner(lambda *a, **k: False, "rungs", schedule)
                 list(b.run([task]))                  # warm: workers, data, numba
                 t0 = time.perf_counter()
                 (result,) = b.run([task])
                 walls[label].append(time.perf_counter() - t0)
                 assert result.state == "complete" and result.epochs == 6
     med = {k: statistics.median(v) for k, v in walls.items()}
-    return {"one_job_s": med["one job"], "rungs_s": med["rungs"],
-            "per_extra_job_s": (med["rungs"] - med["one job"]) / 5}
+    return {"one_job_s": med["one job"], "six_jobs_s": med["6 jobs"], "three_jobs_s": med["3 jobs"],
+            "per_extra_job_s": (med["6 jobs"] - med["one job"]) / 5}
 
 
 def main() -> None:
@@ -111,8 +115,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['mode']:8s} {r['trials']:3d} trials  pruned {r['pruned']:3d} ({r['pruned_frac']:.0%})  "
               f"epochs {r['epochs']:3d} of {6 * r['trials']} ({r['epochs_frac']:.0%})  {r['wall_s']:.1f} s")
-    print(f"one 6-epoch LeNet trial: {cost['one_job_s']:.2f} s in one job, {cost['rungs_s']:.2f} s as 6 rung "
-          f"jobs: {cost['per_extra_job_s']:.3f} s per extra job (median of 3)")
+    print(f"one 6-epoch LeNet trial: {cost['one_job_s']:.2f} s in one job, {cost['six_jobs_s']:.2f} s as 6 rung "
+          f"jobs, {cost['three_jobs_s']:.2f} s as 3 (Hyperband's rungs): {cost['per_extra_job_s']:.3f} s per "
+          "extra job (medians of 3)")
 
 
 if __name__ == "__main__":
