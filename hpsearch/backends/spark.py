@@ -444,7 +444,7 @@ class SparkBackend(Backend):
         where = f"Spark executors cannot reach the pruning channel at {channel.host}:{channel.port} ({why})"
         if self._decide is not None and self._pruning_mode == "auto" and self.rungs_ok:
             self._by_rungs()
-            return f"{where}; pruning between Spark jobs instead, one job per epoch (execution.pruning_mode)"
+            return f"{where}; pruning between Spark jobs instead, one job per rung (execution.pruning_mode)"
         raise BackendError(where, "set execution.report_host to an address of this machine that the "
                            "executors can reach (execution.report_bind: the address to listen on)"
                            + (", execution.pruning_mode: rungs to prune between jobs" if self.rungs_ok
