@@ -31,11 +31,14 @@ FAR = {"report_host": "127.0.0.3", "report_bind": "127.0.0.1"}
 
 
 def sweep(spark, work: Path, name: str, trials: int, far: bool) -> dict:
+    """One sweep of the study named ``name`` (Hyperband brackets hash it) in a folder of its own."""
     import optuna
 
     import hpsearch
     data = yaml.safe_load(STUDY.read_text())
     data["name"] = name
+    work = work / ("rungs" if far else "channel")
+    work.mkdir(exist_ok=True)
     data["budget"] = {"trials": trials}
     data["execution"] = {"backend": "spark", "parallelism": 2, **(FAR if far else {})}
     path = work / f"{name}.yaml"
@@ -103,8 +106,7 @@ def main() -> None:
     try:
         sweep(spark, work, "warmup", 2, far=False)     # Python workers started, numba code loaded
         cost = per_job_cost(spark)
-        rows = [sweep(spark, work, f"{mode}-{'connect' if args.connect else 'classic'}", args.trials,
-                      far=mode == "rungs") for mode in ("channel", "rungs")]
+        rows = [sweep(spark, work, "lenet", args.trials, far=mode == "rungs") for mode in ("channel", "rungs")]
     finally:
         if server is not None:
             server.stop()

@@ -173,10 +173,12 @@ def test_hyperband_prunes_between_jobs_when_executors_cannot_reach_the_client(tm
     import hpsearch
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # the study of test_hyperband_prunes_on_connect_as_on_classic, under the same name: Hyperband puts
+    # each trial in a bracket by a hash of the study name and trial number
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2, **FAR})
-    summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "far", data)), spark=cspark)
+    summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "hb", data)), spark=cspark)
     assert any("pruning between Spark jobs" in n for n in summary.notes), summary.notes
-    trials = _study(tmp_path, "far").trials
+    trials = _study(tmp_path, "hb").trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert summary.counts["pruned"] == len(pruned) >= len(trials) / 3
     epochs = sum(len(t.intermediate_values) for t in trials)
