@@ -20,7 +20,6 @@ import gzip
 import json
 import multiprocessing as mp
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -35,13 +35,18 @@ class _BadMetric(Exception):
     pass
 
 
-def run_trial(task: TrialTask, report: Report = never_prune, data: Any = None) -> TrialResult:
+def run_trial(task: TrialTask, report: Report = never_prune, data: Any = None,
+              rung: tuple[Any, int] | None = None) -> TrialResult:
     """Train ``task``'s net, calling ``report`` after every epoch. Never raises (but see below).
 
     Args:
         task: what to train.
         report: ``report(epoch, value) -> prune?``.
         data: the recipe's data (a path, ``None`` for its bundled sample, or a loaded object).
+        rung: ``(start, until)``: train only epochs ``start.epoch + 1 .. until`` (``start``: the
+            ``checkpoint`` of the trial's previous rung, ``None`` for its first), as one rung of a
+            trial that the driver prunes between jobs. Unless it is the trial's last, the result holds
+            these epochs' history and the ``checkpoint`` the next rung continues from (no weights).
 
     Returns:
         a complete, pruned or failed :class:`TrialResult`. ``KeyboardInterrupt`` and
@@ -55,7 +60,7 @@ def run_trial(task: TrialTask, report: Report = never_prune, data: Any = None) -
                            seconds=time.perf_counter() - t0, worker=where, **kw)
 
     try:
-        out = _train(task, report, data)
+        out = _train(task, report, data, rung)
         at = out.pop("first_batch_at", None)
         return done(first_batch_s=None if at is None else at - started, **out)
     except Exception as exc:  # noqa: BLE001 - every failure of the net is a value
@@ -91,8 +96,11 @@ def prepare_run(task: TrialTask, data: Any = None) -> Any:
                         load=lambda path, settings: load_data(recipe, path, task.data_limit, settings))
 
 
-def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
+def _train(task: TrialTask, report: Report, data: Any, rung: tuple[Any, int] | None = None) -> dict[str, Any]:
     run = prepare_run(task, data)
+    last = rung is None or rung[1] >= run.config.epochs
+    if rung is not None:
+        run.config.start, run.config.epochs = rung[0], min(rung[1], run.config.epochs)
     seen: list[dict[str, float]] = []
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
@@ -121,6 +129,9 @@ def _train(task: TrialTask, report: Report, data: Any) -> dict[str, Any]:
     if hist.stopped:
         return {"state": PRUNED, "value": value, "history": history, "first_batch_at": at,
                 "reason": f"pruned after epoch {len(history)}"}
+    if not last:
+        return {"state": COMPLETE, "value": value, "history": history, "first_batch_at": at,
+                "checkpoint": hist.state}
     if ":" in task.net:          # a user's net: record where nets.load finds its recipe again
         run.model.arch.setdefault("builder", task.net)
     return {"state": COMPLETE, "value": value, "history": history, "weights": model_bytes(run.model),

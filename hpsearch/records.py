@@ -80,6 +80,8 @@ class TrialResult:
         lost: ``True`` when the worker itself died (the trial may be retried), not the config.
         weights: the trained model as a ``nets.save`` file (bytes) for completed trials.
         first_batch_s: seconds from ``started`` to the end of the first training step.
+        checkpoint: after one rung of a trial run rung by rung, the training state (a
+            ``nets.TrainState``) the next rung continues from; ``None`` otherwise.
     """
 
     trial_id: int
@@ -95,6 +97,7 @@ class TrialResult:
     lost: bool = False
     weights: bytes | None = field(default=None, repr=False)
     first_batch_s: float | None = None   # seconds from the trial's start to its first trained batch
+    checkpoint: Any = field(default=None, repr=False)
 
     @property
     def epochs(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,24 @@ def make_sampler(name: str, options: dict[str, Any], seed: int | None,
     if name == "grid":
         return cls(grid_values(params), seed=seed, **options)
     return cls(seed=seed, **options)
+
+
+def next_decision(name: str, options: dict[str, Any]) -> Callable[[int], int]:
+    """``after(epoch)``: the first epoch after ``epoch`` at which the pruner may stop a trial. Successive
+    halving (and Hyperband's brackets, and MO-ASHA) decide only at rungs, ``min_resource *
+    reduction_factor**k``, so a trial run rung by rung needs no job boundary in between; other pruners
+    may decide after any epoch."""
+    if name not in ("successive_halving", "hyperband", "mo_asha") or "min_resource" not in options:
+        return lambda epoch: epoch + 1
+    eta = int(options.get("reduction_factor", 4 if name == "successive_halving" else 3))
+    first = int(options["min_resource"]) * eta ** int(options.get("min_early_stopping_rate", 0))
+
+    def after(epoch: int) -> int:
+        r = first
+        while r <= epoch:
+            r *= eta
+        return r
+    return after
 
 
 def make_pruner(name: str, options: dict[str, Any]) -> BasePruner:

@@ -42,6 +42,7 @@ from hpsearch.space import ParamSpec
 BUILTIN_NETS = ("lenet", "autoencoder", "mlp", "textcnn", "rnn")
 NEEDS_DATA_PATH = frozenset({"textcnn", "rnn"})
 BACKENDS = ("local", "spark")
+PRUNING_MODES = ("auto", "channel", "rungs")   # how Spark tasks get the pruner's answers (README, Spark)
 DIRECTIONS = ("minimize", "maximize")
 
 TOP_KEYS = ("name", "description", "net", "data", "fixed", "search_space", "objective", "sampler",
@@ -130,6 +131,7 @@ class ExecutionSpec:
     report_bind: str | None = None      # the address the channel listens on (None: report_host)
     spark_conf: dict[str, str] = field(default_factory=dict)   # Spark settings; values never shown
     dispatch: str = "auto"    # spark: "auto" (slot mode when executors reach the driver) or "jobs"
+    pruning_mode: str = "auto"          # channel | rungs | auto: rungs when executors cannot reach it
 
 
 @dataclass(frozen=True)
@@ -1206,7 +1208,8 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     if value is None:
         return ExecutionSpec()
     d = ck.mapping(value, ("execution",), ("backend", "parallelism", "master", "data_parallel",
-                                           "report_host", "report_bind", "spark_conf", "dispatch"))
+                                           "report_host", "report_bind", "spark_conf", "dispatch",
+                                           "pruning_mode"))
     backend = ck.choice(d.get("backend", "spark"), ("execution", "backend"), BACKENDS, "backend")
     parallelism = d.get("parallelism")
     if parallelism is not None:
@@ -1216,8 +1219,12 @@ def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
     report = [ck.string(d.get(k), ("execution", k), optional=True) for k in ("report_host", "report_bind")]
     spark_conf = _spark_conf(ck, d.get("spark_conf"))
     dispatch = ck.choice(d.get("dispatch", "auto"), ("execution", "dispatch"), ("auto", "jobs"), "dispatch")
+    mode = ck.choice(d.get("pruning_mode", "auto"), ("execution", "pruning_mode"), PRUNING_MODES, "pruning mode")
+    if mode == "rungs" and data_parallel is not None:
+        ck.fail(("execution", "pruning_mode"), "rungs cannot prune a data-parallel trial (one barrier job)",
+                "use pruning_mode: channel (or auto), with a report_host the executors can reach")
     return ExecutionSpec(backend, parallelism, master, data_parallel, *report, spark_conf=spark_conf,
-                         dispatch=dispatch)
+                         dispatch=dispatch, pruning_mode=mode)
 
 
 _SPARK_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")

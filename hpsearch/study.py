@@ -645,10 +645,13 @@ class _Sweep:
         if channel is None:
             return None
         try:
-            # before any trial: executors can report (or get trials: slot mode)
-            backend.check_channel(channel, required=self.spec.pruner.name != "none")
+            # before any trial: executors can report (or get trials: slot mode); or the backend
+            # says how it does without the channel
+            how = backend.check_channel(channel, required=self.spec.pruner.name != "none")
         except BaseException as exc:  # noqa: BLE001 - raised again by the caller
             return exc
+        if how:
+            self.note(how)
         self.phases.mark("pruning channel checked")
         return None
 
@@ -660,11 +663,14 @@ class _Sweep:
             else None
         if self.spec.pruner.name == "none" and next_trial is None:
             return nullcontext(None)
+        from hpsearch.samplers import next_decision
+        ex, decide, p = self.spec.execution, study_decider(study), self.spec.pruner
+        if backend.use_pruner(decide, ex.pruning_mode, next_decision(p.name, p.options)):
+            return nullcontext(None)                   # it asks the pruner itself, between jobs
         # listen on the one address executors dial: loopback in local mode, the driver's address
         # (spark.driver.host) on a cluster; never on every interface unless the study says so
-        ex = self.spec.execution
         host = ex.report_host or backend.report_host
-        return serve(study_decider(study), bind=ex.report_bind or host, advertise=host,
+        return serve(decide, bind=ex.report_bind or host, advertise=host,
                      next_trial=next_trial, slots=backend.parallelism)
 
     def _loop(self, study: optuna.Study, backend: Backend, trials: _Trials) -> None:

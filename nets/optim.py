@@ -38,6 +38,15 @@ class Optimizer:
         ranks average them) changes its next steps."""
         return dict(self._arrays)
 
+    def checkpoint(self) -> dict:
+        """Everything the next steps depend on, copied: the step count and the arrays (`restore`)."""
+        return {"t": self.t, "arrays": {k: v.copy() for k, v in self._arrays.items()}}
+
+    def restore(self, checkpoint: dict) -> None:
+        """Continue from a `checkpoint()` (of an optimizer of the same kind and settings)."""
+        self.t = int(checkpoint["t"])
+        self._arrays = {k: np.array(v) for k, v in checkpoint["arrays"].items()}
+
     def _state(self, params: np.ndarray, name: str) -> np.ndarray:
         s = self._arrays.get(name)
         if s is None or s.shape != params.shape:

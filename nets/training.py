@@ -2,6 +2,8 @@
 
 `on_epoch_end(epoch, metrics) -> bool` stops training when it returns True (pruning lives there);
 `reduce_grads(grads)` may average the flat gradient buffer across workers (data parallelism).
+A fit can stop after some epochs and be continued exactly: its `History.state` (a `TrainState`) given as
+the next fit's `TrainConfig.start` (the driver of a pruned sweep runs one job per slice this way).
 """
 from __future__ import annotations
 
@@ -21,11 +23,24 @@ from nets.optim import Optimizer
 
 
 @dataclass
+class TrainState:
+    """Where a fit ended, everything its continuation depends on: epochs done, the weights, the
+    optimizer's state (step count and arrays), the data-order generator's state, training seconds."""
+
+    epoch: int
+    params: np.ndarray
+    opt: dict
+    rng: dict
+    train_s: float = 0.0
+
+
+@dataclass
 class TrainConfig:
-    epochs: int = 2          # passes over the training split
+    epochs: int = 2          # passes over the training split (the last epoch to train, with `start`)
     batch_size: int = 12     # samples per step
     seed: int = 0            # data order; the model's init seed is the model's own
     eval_batch_size: int = 250     # evaluation batch (bounded buffers: memory stays small)
+    start: TrainState | None = None   # continue an earlier fit (its History.state) from its next epoch
 
 
 @dataclass
@@ -34,6 +49,7 @@ class History:
     stopped: bool = False                              # on_epoch_end asked to stop
     first_batch_s: float = float("nan")                # seconds from fit() start to the first step done
     seconds: float = 0.0
+    state: TrainState | None = None                    # where it ended (to continue it: TrainConfig.start)
 
 
 def fit(model: Model, loss: Loss, opt: Optimizer, train: Split, val: Split | None, cfg: TrainConfig,
@@ -49,8 +65,8 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
     rng = np.random.default_rng(cfg.seed)
     n, bs = len(train), cfg.batch_size
     xbuf = np.empty((bs, int(np.prod(train.sample_shape))), model.dtype)
-    train_s = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    first, train_s = _restore(cfg.start, model, opt, rng)
+    for epoch in range(first, cfg.epochs + 1):
         te, total = time.perf_counter(), 0.0
         order = rng.permutation(n)
         nb = (n + bs - 1) // bs
@@ -65,7 +81,7 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
                 reduce_grads(model.grads)
             opt.step(model.params, model.grads)
             total += value * len(idx)
-            if epoch == 1 and b == 0:
+            if epoch == first and b == 0:
                 hist.first_batch_s = time.perf_counter() - t0
             if on_batch is not None:
                 on_batch(b + 1, nb)
@@ -80,4 +96,16 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
             hist.stopped = epoch < cfg.epochs
             break
     hist.seconds = time.perf_counter() - t0
+    hist.state = TrainState(first - 1 + len(hist.epochs), model.params.copy(), opt.checkpoint(),
+                            rng.bit_generator.state, train_s)
     return hist
+
+
+def _restore(start: TrainState | None, model: Model, opt: Optimizer, rng: np.random.Generator):
+    """Put the weights, optimizer and data order back where `start` left them; (first epoch, train_s)."""
+    if start is None:
+        return 1, 0.0
+    model.params[...] = start.params
+    opt.restore(start.opt)
+    rng.bit_generator.state = start.rng
+    return start.epoch + 1, start.train_s

@@ -16,7 +16,7 @@ handler) stops every running trial at once; their results come back failed with 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from hpsearch.records import PruningChannel, TrialResult, TrialTask
 
@@ -35,9 +35,20 @@ class Backend(ABC):
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         """Run tasks, at most ``parallelism`` at a time, yielding results as they finish."""
 
-    def check_channel(self, channel: PruningChannel, required: bool = True) -> None:
-        """Raise BackendError, before any trial, when the workers cannot reach the pruning channel
-        and it is ``required``. Default: workers run on this machine, where the channel listens."""
+    def use_pruner(self, decide: Callable[..., bool], mode: str = "auto",
+                   next_decision: Callable[[int], int] | None = None) -> bool:
+        """Called before any trial when the study prunes: ``decide(trial_id, epoch, value,
+        values=None) -> prune?`` asks its pruner, ``mode`` is ``execution.pruning_mode``,
+        ``next_decision(epoch)`` the next epoch at which the pruner may stop a trial. ``True``:
+        the backend asks ``decide`` itself, between jobs, and needs no channel. Default: ``False``
+        (workers report through the channel)."""
+        return False
+
+    def check_channel(self, channel: PruningChannel, required: bool = True) -> str | None:
+        """Before any trial: raise BackendError when the workers cannot reach the channel and it
+        is ``required`` (the study prunes), or return a note saying how the backend does without
+        it. Default: workers run on this machine, where the channel listens."""
+        return None
 
     def cancel(self) -> None:
         """Stop every running trial now. Default: nothing to stop."""

@@ -345,6 +345,11 @@ class SparkBackend(Backend):
     """Trials as one-task Spark jobs; see the module docstring."""
 
     retry_lost = False   # lost workers are retried here, as Spark jobs; the driver must not retry too
+    rungs_ok = True      # trials can run rung by rung, pruned between jobs (spark_rungs)
+    _rungs: Any = None   # a spark_rungs.Rungs once they do
+    _decide: Callable[..., bool] | None = None
+    _pruning_mode = "auto"
+    _next_decision: Callable[[int], int] | None = None
     dispatch_ahead = True  # a freed slot is refilled before its result is handed to the driver
 
     def __init__(self, parallelism: int | None = None, data: Any = None, master: str | None = None,
@@ -422,21 +427,43 @@ class SparkBackend(Backend):
             rows = df.mapInArrow(fn, RESULT_SCHEMA, barrier=barrier).collect()
         return [pickle.loads(row[0]) for row in rows]
 
-    def check_channel(self, channel: PruningChannel, required: bool = True) -> None:
+    def use_pruner(self, decide: Callable[..., bool], mode: str = "auto",
+                   next_decision: Callable[[int], int] | None = None) -> bool:
+        """Keep the pruner's ``decide``, to prune between jobs where the executors cannot reach the
+        channel (:mod:`hpsearch.backends.spark_rungs`); ``True`` when ``mode`` is ``rungs``: no channel."""
+        self._decide, self._pruning_mode, self._next_decision = decide, mode, next_decision
+        if mode == "rungs":
+            self._by_rungs()
+        return self._rungs is not None
+
+    def _by_rungs(self) -> None:
+        from hpsearch.backends.spark_rungs import Rungs
+        if not self.rungs_ok:
+            raise BackendError("data-parallel trials cannot be pruned between jobs",
+                               "set execution.pruning_mode: channel, or pruner: none")
+        self._rungs = Rungs(self.collect, self._decide, self._cancelled, self.study_name, self.retries,
+                            self._next_decision)
+
+    def check_channel(self, channel: PruningChannel, required: bool = True) -> str | None:
         """One task dials the channel before any trial. When it can, trials run in slot mode (see
-        :mod:`hpsearch.backends.spark_slots`); when it cannot, one job per trial, or BackendError
-        when the channel is ``required`` (the study prunes)."""
+        :mod:`hpsearch.backends.spark_slots`). When it cannot: one job per trial if the study does
+        not prune (not ``required``), rung by rung if it prunes and allows that (both with a note
+        saying so), else BackendError."""
         why = self.collect(functools.partial(_probe, channel), f"{self.study_name} channel check")[0]
-        if why is None and self.wants_channel:
-            self._slot_channel = channel
-        if why is not None and not required:
-            log.info("executors cannot reach the driver (%s): one Spark job per trial", why)
-        elif why is not None:
-            raise BackendError(
-                f"Spark executors cannot reach the pruning channel at {channel.host}:{channel.port} "
-                f"({why})", "set execution.report_host to an address of this machine that the "
-                "executors can reach (execution.report_bind: the address to listen on), or run "
-                "without pruning (pruner: none)")
+        if why is None:
+            if self.wants_channel and self._rungs is None:
+                self._slot_channel = channel
+            return None
+        where = f"Spark executors cannot reach the driver's channel at {channel.host}:{channel.port} ({why})"
+        if not required:
+            return f"{where}; one Spark job per trial instead"
+        if self._decide is not None and self._pruning_mode == "auto" and self.rungs_ok:
+            self._by_rungs()
+            return f"{where}; pruning between Spark jobs instead, one job per rung (execution.pruning_mode)"
+        raise BackendError(where, "set execution.report_host to an address of this machine that the "
+                           "executors can reach (execution.report_bind: the address to listen on)"
+                           + (", execution.pruning_mode: rungs to prune between jobs" if self.rungs_ok
+                              else "") + ", or run without pruning (pruner: none)")
 
     def _attempt(self, task: TrialTask) -> TrialResult:
         fn = functools.partial(run_partition, self._data_name, task)
@@ -444,6 +471,8 @@ class SparkBackend(Backend):
 
     def _job(self, task: TrialTask) -> TrialResult:
         """Run one trial as one Spark job, retrying when the worker (not the net) failed."""
+        if self._rungs is not None:
+            return self._rungs.run(task, self._data_name)
         error = ""
         for attempt in range(self.retries + 1):
             if self._cancelled.is_set():

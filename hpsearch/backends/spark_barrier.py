@@ -474,6 +474,8 @@ class BarrierBackend(SparkBackend):
         retries: re-submissions of a trial's job when a rank was lost.
     """
 
+    rungs_ok = False     # a data-parallel trial is one barrier job: no pruning between jobs
+
     def __init__(self, parallelism: int | None = None, data: Any = None, master: str | None = None,
                  spark: Any = None, study_name: str = "hpsearch", retries: int = 2,
                  workers: int = 2, sync_every: int = 1,

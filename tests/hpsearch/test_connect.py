@@ -165,18 +165,41 @@ def test_hyperband_prunes_on_connect_as_on_classic(tmp_path: Path, cspark, monke
     assert epochs <= 0.6 * 6 * len(trials)          # at most 60% of the unpruned epochs
 
 
-def test_a_channel_the_executors_cannot_reach_stops_before_any_trial(tmp_path: Path, env: dict,
-                                                                     server) -> None:
-    # the channel listens on 127.0.0.1 but tells the tasks to dial 127.0.0.3, where nothing listens:
-    # as a client behind NAT would, seen from a remote cluster
+# the channel listens on 127.0.0.1 but tells the tasks to dial 127.0.0.3, where nothing listens: as a
+# client behind NAT would, seen from a remote cluster
+FAR = {"report_host": "127.0.0.3", "report_bind": "127.0.0.1"}
+
+
+def test_hyperband_prunes_between_jobs_when_executors_cannot_reach_the_client(tmp_path: Path, cspark,
+                                                                             monkeypatch) -> None:
+    import hpsearch
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # the study of test_hyperband_prunes_on_connect_as_on_classic, under the same name: Hyperband puts
+    # each trial in a bracket by a hash of the study name and trial number
+    data = lenet_dict(execution={"backend": "spark", "parallelism": 2, **FAR})
+    summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "hb", data)), spark=cspark)
+    assert any("pruning between Spark jobs" in n for n in summary.notes), summary.notes
+    trials = _study(tmp_path, "hb").trials
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert summary.counts["pruned"] == len(pruned) >= len(trials) / 3
+    epochs = sum(len(t.intermediate_values) for t in trials)
+    assert epochs <= 0.6 * 6 * len(trials)          # at most 60% of the unpruned epochs
+    assert all(sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
+               for t in trials)
+
+
+def test_pruning_mode_channel_stops_before_any_trial_when_unreachable(tmp_path: Path, env: dict,
+                                                                      server) -> None:
     study = lenet_dict(execution={"backend": "spark", "parallelism": 2, "master": server.url,
-                                  "report_host": "127.0.0.3", "report_bind": "127.0.0.1"})
+                                  "pruning_mode": "channel", **FAR})
     spec = write_study(tmp_path, "far", study)
     proc = run_cli(["run", str(spec), *TINY], env, tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "cannot reach the pruning channel at 127.0.0.3" in errors[0]
-    assert "execution.report_host" in proc.stderr and "Traceback" not in proc.stderr
+    assert "execution.report_host" in proc.stderr and "execution.pruning_mode: rungs" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not _study(tmp_path, "far").trials
 
 

@@ -66,3 +66,34 @@ def test_the_secret_never_shows_in_a_repr(study) -> None:
 def _other_cert() -> bytes:
     from hpsearch.pruning import self_signed
     return self_signed()[1]
+
+
+@pytest.mark.parametrize("name,options", [
+    ("hyperband", {"min_resource": 1, "reduction_factor": 3, "max_resource": 9}),
+    ("successive_halving", {"min_resource": 1}),
+    ("successive_halving", {"min_resource": 2, "reduction_factor": 2, "min_early_stopping_rate": 1}),
+])
+def test_successive_halving_prunes_only_where_next_decision_says(name: str, options: dict) -> None:
+    """The rung-by-rung schedule (hpsearch.samplers.next_decision) against Optuna's own pruners: 40
+    trials report 9 epochs each (random values); every prune comes at an epoch the schedule names."""
+    import random
+
+    from hpsearch.samplers import make_pruner, next_decision
+    after = next_decision(name, options)
+    rungs, e = set(), 0
+    while e < 9:
+        e = after(e)
+        rungs.add(e)
+    study = optuna.create_study(pruner=make_pruner(name, options))
+    rng, pruned_at = random.Random(0), []
+    for _ in range(40):
+        trial = study.ask()
+        for epoch in range(1, 10):
+            trial.report(rng.random(), epoch)
+            if trial.should_prune():
+                pruned_at.append(epoch)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, rng.random())
+    assert pruned_at and set(pruned_at) <= rungs

@@ -95,6 +95,11 @@ CASES = [
     ("not-a-mapping", _set("search_space", ["lr", "hidden"]), "search_space", "must be a mapping"),
     ("broken-yaml", BROKEN_YAML, "line 4", "broken YAML"),
     ("duplicate-key", DUPLICATE_KEY, "budget", "given twice (lines 5 and 6)"),
+    ("unknown-pruning-mode", _set("execution.pruning_mode", "rung"), "execution.pruning_mode",
+     "did you mean 'rungs'"),
+    ("rungs-data-parallel", _set("execution", {"backend": "spark", "data_parallel": {"workers": 2},
+                                               "pruning_mode": "rungs"}),
+     "execution.pruning_mode", "cannot prune a data-parallel trial"),
 ]
 
 

@@ -204,3 +204,46 @@ def test_a_users_recipe_named_like_a_builtin_loads_with_its_own_builder(tmp_path
     assert model.input_shape == (28, 28, 1)
     x = nets.get_recipe("lenet").load_data(None).val.inputs()[:20]
     np.testing.assert_array_equal(model.predict(x), res.model.predict(x))
+
+
+TIMINGS = {"seconds", "samples_per_s", "train_s", "infer_ms"}
+
+
+def _untimed(history):
+    return [{k: v for k, v in h.items() if k not in TIMINGS} for h in history]
+
+
+@pytest.mark.parametrize("recipe,params", [
+    ("lenet", {"optimizer": "sgd", "momentum": 0.9, "lr_decay": 1e-3, "batch_size": 32}),
+    ("autoencoder", {"optimizer": "adam", "lr": 0.003}),
+    ("autoencoder", {"optimizer": "adagrad", "weight_decay": 1e-4, "batch_size": 64}),
+])
+def test_a_fit_continued_from_its_state_is_bit_identical_to_one_fit(recipe, params):
+    import pickle
+    whole = nets.prepare(recipe, {**params, "epochs": 3}, seed=4)
+    hist = whole.fit()
+    first = nets.prepare(recipe, {**params, "epochs": 1}, seed=4)
+    part1 = first.fit()
+    state = pickle.loads(pickle.dumps(part1.state))      # as it crosses to another process
+    rest = nets.prepare(recipe, {**params, "epochs": 3}, seed=4)
+    assert rest.model.params.tobytes() != state.params.tobytes()     # a fresh model, not the first one
+    rest.config.start = state
+    part2 = rest.fit()
+    assert [h["epoch"] for h in part2.epochs] == [2, 3] and part2.state.epoch == 3
+    assert rest.model.params.tobytes() == whole.model.params.tobytes()
+    assert _untimed(part1.epochs + part2.epochs) == _untimed(hist.epochs)
+    assert part2.epochs[-1]["train_s"] > part1.epochs[-1]["train_s"]     # training seconds carry on
+    assert rest.opt.t == whole.opt.t and hist.state.epoch == 3
+
+
+def test_a_fit_continued_without_its_optimizer_state_differs():
+    params = {"optimizer": "sgd", "momentum": 0.9, "epochs": 2}
+    whole = nets.prepare("autoencoder", params, seed=1)
+    whole.fit()
+    first = nets.prepare("autoencoder", {**params, "epochs": 1}, seed=1)
+    state = first.fit().state
+    state.opt = {"t": 0, "arrays": {}}                    # the momentum lost: the check above can fail
+    rest = nets.prepare("autoencoder", params, seed=1)
+    rest.config.start = state
+    rest.fit()
+    assert rest.model.params.tobytes() != whole.model.params.tobytes()
