@@ -8,8 +8,14 @@ the trained weights (``model/model.npz``, a ``nets.save`` file, and an MLflow Mo
 :mod:`hpsearch.mlflow_model`) when it was the best so far. The experiment is tagged as a
 machine-learning one (``mlflow.experimentKind``), and the data set is a dataset input of every run.
 
-Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` repairs what a
-killed driver left behind (runs still RUNNING, finished trials without a run).
+Cost on the driver's loop, per trial verdict: one call (``create_run`` with the run's tags, so
+Optuna records the run id); the rest (one ``log_batch`` with params, every epoch's metrics and the
+tags; the dataset input; artifacts and the MLflow Model; ``set_terminated``) is spooled and written
+by one background thread (:mod:`hpsearch.mlflow_writer`), which retries while MLflow is down.
+
+Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` writes what the
+spool still holds and repairs what a killed driver left behind (runs still RUNNING, finished trials
+without a run).
 """
 from __future__ import annotations
 
@@ -284,8 +290,9 @@ class Tracker:
     # ------------------------------------------------------------------ child runs
 
     def _trial_tags(self, number: int) -> dict[str, str]:
-        return {"mlflow.parentRunId": self.parent_id or "", TAG_STUDY: self.spec.name,
-                TAG_KIND: "trial", TAG_TRIAL: str(number), "mlflow.runName": f"trial-{number}"}
+        parent = {"mlflow.parentRunId": self.parent_id} if self.parent_id else {}
+        return {**parent, TAG_STUDY: self.spec.name, TAG_KIND: "trial", TAG_TRIAL: str(number),
+                "mlflow.runName": f"trial-{number}"}
 
     def create_trial_run(self, number: int, started: float | None = None) -> str | None:
         """A finished trial's child run (status RUNNING), created with its tags in one call so that
@@ -333,8 +340,12 @@ class Tracker:
 
     def finish_trial(self, run_id: str | None, params: dict[str, Any], result: TrialResult,
                      weights: bytes | None = None) -> None:
-        """Write a finished trial's run now, on this thread (outside a sweep)."""
-        self.write_record(self.trial_record(run_id, params, result, weights is not None), weights)
+        """Write a finished trial's run now, on this thread (outside a sweep); a run the caller
+        made (``run_id``) keeps its own name and kind."""
+        rec = self.trial_record(run_id, params, result, weights is not None)
+        if run_id is not None:
+            rec["tags"] = {k: v for k, v in rec["tags"].items() if k not in self._trial_tags(result.number)}
+        self.write_record(rec, weights)
 
     def write_record(self, rec: dict[str, Any], weights: bytes | None) -> None:
         """Write one spooled record to MLflow. Writing it again changes nothing: the run is looked
@@ -342,7 +353,7 @@ class Tracker:
         if rec["kind"] == "sweep":
             self._write_sweep_end(rec, weights)
             return
-        run_id = rec["run_id"] or self._run_of(rec["number"], rec["tags"].get("mlflow.parentRunId"))
+        run_id = rec["run_id"] or self._run_of(rec["number"])
         if run_id is None:
             run_id = self.client.create_run(self.experiment_id, start_time=rec["start"],
                                             tags=rec["tags"]).info.run_id
@@ -358,14 +369,12 @@ class Tracker:
                 rec["model_done"] = True
         self.client.set_terminated(run_id, status=rec["status"], end_time=rec["end"])
 
-    def _run_of(self, number: int, parent: str | None = None) -> str | None:
+    def _run_of(self, number: int) -> str | None:
         """The id of trial ``number``'s run: known to this tracker, or found by its tags."""
         if number in self.run_ids:
             return self.run_ids[number]
-        found = self.client.search_runs(
-            [self.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
-            filter_string=f"tags.`{TAG_STUDY}` = '{self.spec.name}' and tags.`{TAG_TRIAL}` = '{number}'"
-                          f" and tags.`{TAG_KIND}` = 'trial'")
+        found = self.client.search_runs([self.experiment_id], max_results=1,
+                                        filter_string=_trial_filter(self.spec.name, number))
         return found[0].info.run_id if found else None
 
     def flush_spool(self) -> tuple[int, int]:
@@ -507,6 +516,24 @@ class Tracker:
             with open(path, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, path, folder)
+
+
+def find_trial_run(spec: StudySpec, number: int) -> str | None:
+    """The run of trial ``number``, found by its tags: for a trial whose run was written after its
+    verdict (MLflow was down then), so that Optuna holds no ``mlflow_run_id`` for it."""
+    from mlflow import MlflowClient
+    with quiet_mlflow():
+        client = MlflowClient(tracking_uri=resolve_uri(spec.tracking.uri))
+        exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+        if exp is None:
+            return None
+        found = client.search_runs([exp.experiment_id], max_results=1,
+                                   filter_string=_trial_filter(spec.name, number))
+    return found[0].info.run_id if found else None
+
+
+def _trial_filter(study: str, number: int) -> str:
+    return f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_TRIAL}` = '{number}' and tags.`{TAG_KIND}` = 'trial'"
 
 
 def dataset_input(spec: StudySpec) -> Any:
