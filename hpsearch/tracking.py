@@ -148,6 +148,9 @@ class Tracker:
         self._spool: Spool | None = None
         self.last_error = ""
         self._env = ExitStack()              # QUICK_HTTP, for the sweep
+        # MLflow prints "View run ... at: URL" for every run it ends on a server, the URL with any
+        # password it carries; hpsearch prints its own (masked) line instead
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         try:
             with quiet_mlflow():
                 self.client = MlflowClient(tracking_uri=self.uri)
