@@ -45,12 +45,13 @@ def spool_dir(storage: str, study: str) -> Path:
 
 
 class Spool:
-    """An append-only JSON-lines file of records (each with a unique ``key``) and ``{"done": key}``
-    lines, plus one weights file per record that has weights. Emptied once every record is done."""
+    """A study's folder in the spool directory: an append-only JSON-lines file of records (each with a
+    unique ``key``) and ``{"done": key}`` lines, plus ``<key>.npz`` for a record with weights. Removed
+    once every record is done."""
 
     def __init__(self, directory: Path, study: str) -> None:
-        self.dir, self.study = directory, study
-        self.path = directory / f"{study}.jsonl"
+        self.dir = directory / study
+        self.path = self.dir / "records.jsonl"
         self._lock = threading.Lock()
         self._open: set[str] = set(self._read())
 
@@ -80,7 +81,7 @@ class Spool:
         with self._lock:
             self.dir.mkdir(parents=True, exist_ok=True)
             if weights is not None:
-                (self.dir / self._weights_name(record["key"])).write_bytes(weights)
+                (self.dir / f"{record['key']}.npz").write_bytes(weights)
             self._append(record)
             self._open.add(record["key"])
 
@@ -88,7 +89,7 @@ class Spool:
         if not record.get("weights"):
             return None
         try:
-            return (self.dir / self._weights_name(record["key"])).read_bytes()
+            return (self.dir / f"{record['key']}.npz").read_bytes()
         except OSError:
             return None
 
@@ -97,19 +98,17 @@ class Spool:
             self._open.discard(key)
             if self._open:
                 self._append({"done": key})
-            else:                            # nothing left: no file
-                for p in self.dir.glob(f"{self.study}.*"):
-                    p.unlink(missing_ok=True)
+                return
+            for p in self.dir.glob("*"):     # nothing left: no folder
+                p.unlink(missing_ok=True)
+            for d in (self.dir, self.dir.parent):
                 try:
-                    self.dir.rmdir()
+                    d.rmdir()
                 except OSError:
-                    pass
+                    break
 
     def __len__(self) -> int:
         return len(self._open)
-
-    def _weights_name(self, key: str) -> str:
-        return f"{self.study}.{key}.npz"
 
     def _append(self, item: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as fh:

@@ -572,8 +572,14 @@ class _Sweep:
         from hpsearch.mlflow_writer import Spool, spool_dir
         if not len(Spool(spool_dir(self.spec.storage, self.spec.name), self.spec.name)):
             return
+        from hpsearch.errors import redact
         from hpsearch.tracking import Tracker
-        fixed = Tracker(self.spec, self.spec.tracking.uri).reconcile(study.get_trials(deepcopy=False))
+        try:
+            fixed = Tracker(self.spec, self.spec.tracking.uri).reconcile(study.get_trials(deepcopy=False))
+        except Exception as exc:  # noqa: BLE001 - MLflow still down: the spool waits for the next run
+            self.note(redact(f"MLflow: runs of earlier trials still wait in the spool ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})"))
+            return
         self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
 
     def _sweep(self, study: optuna.Study, backend: Backend, dists: Any, requeued: int) -> SweepSummary:

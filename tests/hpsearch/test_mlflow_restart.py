@@ -179,7 +179,7 @@ def test_mlflow_down_at_the_end_is_written_by_the_rerun(server: Server, tmp_path
     assert "the next `hpsearch run` of this study writes them" in out + err
     assert _finished(db) == 6
     spool = tmp_path / "rerun.optuna.db.mlflow-spool"
-    assert (spool / "rerun.jsonl").exists()
+    assert (spool / "rerun" / "records.jsonl").exists()
     server.start()
     again = subprocess.run([sys.executable, "-m", "hpsearch.cli", "run", str(spec), *ARGS], env=env,
                            cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -75,7 +75,7 @@ def test_the_spool_keeps_records_until_done_and_then_goes(tmp_path: Path) -> Non
     spool.add({"key": "trial-0", "number": 0}, b"weights-0")
     spool.add({"key": "trial-1", "number": 1, "weights": True}, b"weights-1")
     spool.done("trial-0")
-    with (d / "s.jsonl").open("a") as fh:
+    with (d / "s" / "records.jsonl").open("a") as fh:
         fh.write('{"key": "trial-2", "num')                 # a driver killed mid-line
     again = Spool(d, "s")
     assert [r["key"] for r in again.pending()] == ["trial-1"] and len(again) == 1
