@@ -228,7 +228,11 @@ class Tracker:
         written after every queued trial record. While MLflow is down it waits at most
         :data:`END_GRACE_S` (none when the sweep was stopped); returns how many records are left
         in the spool for the next run."""
-        if self.parent_id is None or self._writer is None:
+        if self.parent_id is None or self._writer is None:     # start_sweep failed, or never ran
+            if self._writer is not None:
+                self._writer.close(0.0)
+                self._writer = None
+            self._env.close()
             return 0
         now = int(time.time() * 1000)
         metrics = [[f"trials_{k}", float(v), now, 0] for k, v in counts.items()]
