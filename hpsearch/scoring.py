@@ -230,11 +230,13 @@ def _read_run(run_id: str, uri: str | None) -> Weights:
 
 def _from_spec(spec: StudySpec, trial: int | None = None) -> Weights:
     from hpsearch.study import chosen_trial
+    from hpsearch.tracking import find_trial_run
     best = chosen_trial(spec, trial)
-    if not best.run_id:
+    run_id = best.run_id or find_trial_run(spec, best.number)   # written after the verdict
+    if not run_id:
         raise HpsearchError(f"trial {best.number} of study '{spec.name}' has no MLflow run",
                             "run the study again: hpsearch run " + spec.file)
-    return _from_run(best.run_id, spec.tracking.uri)
+    return _from_run(run_id, spec.tracking.uri)
 
 
 def load_weights(source: Any, tracking_uri: str | None = None) -> Weights:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -327,11 +328,14 @@ def _read_text(path: Path, file: str) -> str:
     if path.is_dir():
         raise SpecError(file, "", "is a directory, expected a study YAML file")
     try:
-        size = path.stat().st_size
-        if size > MAX_STUDY_BYTES:
-            _too_big(file, size)
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):            # a FIFO would block, /dev/zero never end
+            raise SpecError(file, "", f"is not a regular file ({_file_kind(st.st_mode)}); a study file "
+                            f"is a YAML file of at most {MAX_STUDY_BYTES:,} bytes")
+        if st.st_size > MAX_STUDY_BYTES:
+            _too_big(file, st.st_size)
         with path.open("rb") as f:
-            raw = f.read(MAX_STUDY_BYTES + 1)       # a special file (/dev/zero) has no size
+            raw = f.read(MAX_STUDY_BYTES + 1)       # the file may have grown since
     except OSError as exc:
         raise SpecError(file, "", f"cannot read the file: {exc.strerror or exc}") from None
     if len(raw) > MAX_STUDY_BYTES:
@@ -343,6 +347,12 @@ def _read_text(path: Path, file: str) -> str:
                         "a study file is YAML text; save it as UTF-8") from None
     _check_printable(text, file, "")
     return text
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a plain file")
 
 
 def _too_big(file: str, size: int | None) -> NoReturn:

@@ -413,21 +413,29 @@ class _Trials:
         trial, task = self.in_flight.pop(result.number)
         if result.state == COMPLETE and result.value is None:
             result = replace(result, state=FAILED, reason="the net ran no epoch")
-        run_id = self.tracker.start_trial(result.number, task.params, result.started)
+        run_id = self.tracker.create_trial_run(result.number, result.started)   # None: MLflow down
         self._tell(trial, result, run_id)
         weights = self._maybe_best(result)
-        self.tracker.finish_trial(run_id, task.train_params(), result, weights)
+        self.tracker.log_trial(run_id, task.train_params(), result, weights)   # spooled, written later
+        self._note_down()
         self.budget.count(result)
         self.sweep.obs.finished(result, self.progress())
 
-    def _tell(self, trial: Any, result: TrialResult, run_id: str) -> None:
+    def _note_down(self) -> None:
+        why = self.tracker.down
+        if why:
+            self.sweep.note(f"MLflow cannot be written ({why}); trials go on, their runs are kept "
+                            f"in {self.tracker.spool.dir} and written when it is back", once=True)
+
+    def _tell(self, trial: Any, result: TrialResult, run_id: str | None) -> None:
         from optuna.trial import TrialState
         attrs = {"mlflow_run_id": run_id, "epochs": result.epochs, "seconds": round(result.seconds, 3),
                  "worker": result.worker}
         if result.reason and result.state == FAILED:
             attrs["fail_reason"] = result.reason[:2000]
         for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+            if v is not None:
+                trial.set_user_attr(k, v)
         state = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED}.get(result.state, TrialState.FAIL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -465,9 +473,9 @@ class _Trials:
             result = TrialResult(task.trial_id, number, FAILED, reason=f"{reason}; params re-queued",
                                  started=time.time())
             trial.set_user_attr(REQUEUED, True)
-            run_id = self.tracker.start_trial(number, task.params)
+            run_id = self.tracker.create_trial_run(number)
             self._tell(trial, result, run_id)
-            self.tracker.finish_trial(run_id, task.train_params(), result)
+            self.tracker.log_trial(run_id, task.train_params(), result)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.study.enqueue_trial(dict(task.params), skip_if_exists=False)
@@ -590,6 +598,7 @@ class _Sweep:
         b.counted = _counted(study.get_trials(deepcopy=False))
         b.target = b.counted + extend if extend is not None else self.spec.budget.trials
         if b.met():
+            self._flush_spool(study)
             self.note(f"budget met: {b.counted} of {b.target} trials done; nothing to run "
                       f"(use --extend N to add N trials)")
             from hpsearch.tracking import resolve_uri
@@ -597,6 +606,21 @@ class _Sweep:
         timeout = self.spec.budget.timeout_s
         b.deadline = None if timeout is None else time.monotonic() + timeout
         return self._sweep(study, backend, dists, requeued)
+
+    def _flush_spool(self, study: optuna.Study) -> None:
+        """Runs an earlier sweep could not write to MLflow, written now (nothing else to run)."""
+        from hpsearch.mlflow_writer import Spool, spool_dir
+        if not len(Spool(spool_dir(self.spec.storage, self.spec.name), self.spec.name)):
+            return
+        from hpsearch.errors import redact
+        from hpsearch.tracking import Tracker
+        try:
+            fixed = Tracker(self.spec, self.spec.tracking.uri).reconcile(study.get_trials(deepcopy=False))
+        except Exception as exc:  # noqa: BLE001 - MLflow still down: the spool waits for the next run
+            self.note(redact(f"MLflow: runs of earlier trials still wait in the spool ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})"))
+            return
+        self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
 
     def _sweep(self, study: optuna.Study, backend: Backend, dists: Any, requeued: int) -> SweepSummary:
         # MLflow writes the parent run while the pruning channel is checked (a Spark job that waits
@@ -625,7 +649,11 @@ class _Sweep:
                     trials.abandon("interrupted (Ctrl-C or SIGTERM)")
                 raise
             finally:
-                tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
+                left = tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
+                if left:
+                    self.note(f"MLflow: {left} run(s) could not be written ({tracker.down or 'down'}); "
+                              f"they wait in {tracker.spool.dir}: the next `hpsearch run` of this study "
+                              "writes them")
                 if self.spec.objective.multi:
                     from hpsearch.pareto_log import log_front
                     log_front(tracker, study, self.spec, self.note)

@@ -8,8 +8,14 @@ the trained weights (``model/model.npz``, a ``nets.save`` file, and an MLflow Mo
 :mod:`hpsearch.mlflow_model`) when it was the best so far. The experiment is tagged as a
 machine-learning one (``mlflow.experimentKind``), and the data set is a dataset input of every run.
 
-Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` repairs what a
-killed driver left behind (runs still RUNNING, finished trials without a run).
+Cost on the driver's loop, per trial verdict: one call (``create_run`` with the run's tags, so
+Optuna records the run id); the rest (one ``log_batch`` with params, every epoch's metrics and the
+tags; the dataset input; artifacts and the MLflow Model; ``set_terminated``) is spooled and written
+by one background thread (:mod:`hpsearch.mlflow_writer`), which retries while MLflow is down.
+
+Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` writes what the
+spool still holds and repairs what a killed driver left behind (runs still RUNNING, finished trials
+without a run).
 """
 from __future__ import annotations
 
@@ -17,11 +23,12 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import HpsearchError, redact
+from hpsearch.mlflow_writer import QUICK_HTTP, Spool, Writer, spool_dir
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult
 
 if TYPE_CHECKING:
@@ -37,6 +44,9 @@ TAG_STATE = "hpsearch.state"
 TAG_REASON = "hpsearch.fail_reason"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"       # MLflow 3's UI opens such an experiment on its
 CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"  # runs table (no experiment-type prompt)
+END_GRACE_S = 60.0
+"""At a sweep's end, how long the driver waits for a tracking server that is down before it leaves
+the unwritten runs in the spool for the next run."""
 
 
 @contextmanager
@@ -133,8 +143,14 @@ class Tracker:
         self.parent_id: str | None = None
         self.dataset: Any = None             # the sweep's DatasetInput (start_sweep)
         self.best_model_id: str | None = None
-        self._pool: Any = None               # the background thread of _later (MLflow Models)
-        self._pending: list[Any] = []
+        self.run_ids: dict[int, str] = {}    # trial number -> its run, as written by this tracker
+        self._writer: Writer | None = None   # the sweep's background writer (start_sweep)
+        self._spool: Spool | None = None
+        self.last_error = ""
+        self._env = ExitStack()              # QUICK_HTTP, for the sweep
+        # MLflow prints "View run ... at: URL" for every run it ends on a server, the URL with any
+        # password it carries; hpsearch prints its own (masked) line instead
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         try:
             with quiet_mlflow():
                 self.client = MlflowClient(tracking_uri=self.uri)
@@ -169,9 +185,20 @@ class Tracker:
 
     # ------------------------------------------------------------------ parent run
 
+    @property
+    def spool(self) -> Spool:
+        """The study's spool of records not yet written (:mod:`hpsearch.mlflow_writer`)."""
+        if self._spool is None:
+            self._spool = Spool(spool_dir(self.spec.storage, self.spec.name), self.spec.name)
+        return self._spool
+
     def start_sweep(self, budget: dict[str, Any]) -> str:
-        """Create the sweep's parent run with the spec as an artifact and its settings as params."""
+        """Create the sweep's parent run with the spec as an artifact and its settings as params,
+        and start the writer of its trials' runs (each MLflow call made once: QUICK_HTTP)."""
+        from hpsearch.scoped import environ
         spec = self.spec
+        self._env.enter_context(environ(QUICK_HTTP))
+        self._writer = Writer(self.write_record, self.spool)
         tags = {TAG_STUDY: spec.name, TAG_KIND: "sweep", "mlflow.source.name": spec.file,
                 "mlflow.runName": f"{spec.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"}
         tags.update(_schedule_tags(getattr(spec, "schedule", None)))
@@ -196,31 +223,62 @@ class Tracker:
         return self.parent_id
 
     def end_sweep(self, best: optuna.trial.FrozenTrial | None, counts: dict[str, int],
-                  status: str = "FINISHED", weights: bytes | None = None) -> None:
-        """Best value and params, trial counts, and the best weights on the parent run."""
-        if self.parent_id is None:
-            return
-        self.drain()
-        metrics = {f"trials_{k}": float(v) for k, v in counts.items()}
-        params: dict[str, Any] = {}
+                  status: str = "FINISHED", weights: bytes | None = None) -> int:
+        """Best value and params, trial counts, the best weights and the plots on the parent run,
+        written after every queued trial record. While MLflow is down it waits at most
+        :data:`END_GRACE_S` (none when the sweep was stopped); returns how many records are left
+        in the spool for the next run."""
+        if self.parent_id is None or self._writer is None:     # start_sweep failed, or never ran
+            if self._writer is not None:
+                self._writer.close(0.0)
+                self._writer = None
+            self._env.close()
+            return 0
+        now = int(time.time() * 1000)
+        metrics = [[f"trials_{k}", float(v), now, 0] for k, v in counts.items()]
+        params: dict[str, str] = {}
         tags: dict[str, str] = {}
         if best is not None:
-            metrics["best_value"] = float(best.value)
-            params = {f"best.{k}": v for k, v in best.params.items()}
+            metrics.append(["best_value", float(best.value), now, 0])
+            params = {f"best.{k}": redact(_param_text(v)) for k, v in best.params.items()}
             tags = {"hpsearch.best_trial": str(best.number),
                     "hpsearch.best_run_id": str(best.user_attrs.get("mlflow_run_id", ""))}
-        self._log(self.parent_id, params=params, metrics=metrics, tags=tags)
-        if weights is not None:
-            self._artifact_bytes(self.parent_id, weights, "model.npz", "best_model")
-            self.best_model_id = self._log_model(self.parent_id, "best_model", weights,
-                                                 best.params if best is not None else None)
-            if self.best_model_id and best is not None and self.spec.tracking.register:
-                self._register(best)
-        if status == "FINISHED" and getattr(self.spec.tracking, "plots", True):
-            self._log_plots()
-        self.client.set_terminated(self.parent_id, status=status)
+        record = {"key": f"sweep-{self.parent_id}", "kind": "sweep", "run_id": self.parent_id,
+                  "params": params, "metrics": metrics, "tags": tags, "status": status, "end": now,
+                  "weights": weights is not None, "model_params": dict(best.params) if best else None,
+                  "best": [best.number, float(best.value)] if best is not None else None,
+                  "plots": status == "FINISHED" and bool(getattr(self.spec.tracking, "plots", True))}
+        self._writer.put(record, weights)
+        writer, self._writer = self._writer, None
+        try:
+            return writer.close(END_GRACE_S if status == "FINISHED" else 0.0)
+        finally:
+            self.last_error = writer.error if writer.down else ""
+            self._env.close()
 
-    def _log_plots(self) -> None:
+    @property
+    def down(self) -> str:
+        """Why MLflow could not be written (empty while it can, or when the sweep ended with
+        everything written)."""
+        return self._writer.error if self._writer is not None and self._writer.down else self.last_error
+
+    def _write_sweep_end(self, rec: dict[str, Any], weights: bytes | None) -> None:
+        pid, tags = rec["run_id"], dict(rec["tags"])
+        if rec["best"] and not tags.get("hpsearch.best_run_id"):
+            tags["hpsearch.best_run_id"] = self._run_of(rec["best"][0]) or ""
+        self._batch(pid, rec["params"], rec["metrics"], tags)
+        if weights is not None:
+            self._artifact_bytes(pid, weights, "model.npz", "best_model")
+            if not rec.get("model_done"):
+                self.best_model_id = self._log_model(pid, "best_model", weights, rec["model_params"])
+                rec["model_done"] = True
+                if self.best_model_id and rec["best"] and self.spec.tracking.register:
+                    self._register(pid, *rec["best"])
+        if rec.get("plots"):
+            self._log_plots(pid)
+        self.client.set_terminated(pid, status=rec["status"], end_time=rec["end"])
+
+    def _log_plots(self, pid: str) -> None:
         """The study's plots (:mod:`hpsearch.plots`) as PNG artifacts under ``plots/``; a plot that
         cannot be drawn is noted in the tag ``hpsearch.plots_skipped``. Never raises."""
         from hpsearch import plots
@@ -230,75 +288,118 @@ class Tracker:
             with tempfile.TemporaryDirectory(prefix="hpsearch-plots-") as tmp:
                 files, notes = plots.render(study, tmp, self.spec.objective.metric)
                 if files:
-                    self.client.log_artifacts(self.parent_id, tmp, "plots")
+                    self.client.log_artifacts(pid, tmp, "plots")
         except Exception as exc:  # noqa: BLE001 - plots are a bonus; the sweep's record is not
             notes = [f"plots skipped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"]
         if notes:
-            self._log(self.parent_id, tags={"hpsearch.plots_skipped": "; ".join(notes)[:4000]})
+            self._log(pid, tags={"hpsearch.plots_skipped": "; ".join(notes)[:4000]})
 
     # ------------------------------------------------------------------ child runs
 
-    def start_trial(self, number: int, params: dict[str, Any], started: float | None = None) -> str:
-        """Create a trial's child run (status RUNNING) and return its id; ``started`` (epoch seconds)
-        is when the trial began on its worker, so the run's duration in the UI is the trial's."""
-        tags = {"mlflow.parentRunId": self.parent_id or "", TAG_STUDY: self.spec.name,
-                TAG_KIND: "trial", TAG_TRIAL: str(number), "mlflow.runName": f"trial-{number}"}
+    def _trial_tags(self, number: int) -> dict[str, str]:
+        parent = {"mlflow.parentRunId": self.parent_id} if self.parent_id else {}
+        return {**parent, TAG_STUDY: self.spec.name, TAG_KIND: "trial", TAG_TRIAL: str(number),
+                "mlflow.runName": f"trial-{number}"}
+
+    def create_trial_run(self, number: int, started: float | None = None) -> str | None:
+        """A finished trial's child run (status RUNNING), created with its tags in one call so that
+        Optuna records its id (``mlflow_run_id``). None while MLflow is down (the writer creates it
+        later, and the trial's record then has no run id). Never raises in a sweep."""
+        if self._writer is not None and self._writer.down:
+            return None
         start = int(started * 1000) if started else None
-        run = self.client.create_run(self.experiment_id, start_time=start, tags=tags)
-        self._log_input(run.info.run_id)
+        try:
+            run = self.client.create_run(self.experiment_id, start_time=start, tags=self._trial_tags(number))
+        except Exception as exc:  # noqa: BLE001 - MLflow down: the writer retries
+            if self._writer is None:
+                raise
+            self._writer.trip(exc)
+            return None
+        self.run_ids[number] = run.info.run_id
         return run.info.run_id
 
-    def finish_trial(self, run_id: str, params: dict[str, Any], result: TrialResult,
-                     weights: bytes | None = None) -> None:
-        """Params, per-epoch metrics, state, reason and duration of a finished trial."""
-        from mlflow.entities import Metric
-        metrics = _epoch_metrics(result, Metric)
-        tags = {TAG_STATE: result.state, "hpsearch.worker": result.worker}
+    def trial_record(self, run_id: str | None, params: dict[str, Any], result: TrialResult,
+                     has_weights: bool = False) -> dict[str, Any]:
+        """Everything a finished trial's run holds, as plain JSON: params, every epoch's metrics
+        (step = epoch, timed by the epoch's end) and the final ones, tags, status, start and end."""
+        end = int(((result.started + result.seconds) if result.started else time.time()) * 1000)
+        metrics = _epoch_metrics(result)
+        metrics += [[k, float(v), end, 0] for k, v in
+                    (("duration_s", result.seconds), ("epochs", float(result.epochs)),
+                     ("objective", result.value)) if v is not None]
+        tags = {**self._trial_tags(result.number), TAG_STATE: result.state, "hpsearch.worker": result.worker}
         if result.reason:
             tags[TAG_REASON if result.state == FAILED else "hpsearch.reason"] = result.reason[:4000]
-        final = {"duration_s": result.seconds, "epochs": float(result.epochs)}
-        if result.value is not None:
-            final["objective"] = result.value
-        self._log(run_id, params=params, tags=tags, metrics=final, extra=metrics)
-        if result.traceback:
-            self._artifact_text(run_id, result.traceback, "traceback.txt", None)
-        end = int((result.started + result.seconds) * 1000) if result.started else None
+        return {"key": f"trial-{result.number}", "kind": "trial", "number": result.number,
+                "run_id": run_id, "start": int(result.started * 1000) if result.started else None,
+                "end": end, "status": STATUS[result.state],
+                "params": {k: redact(_param_text(v)) for k, v in params.items()},
+                "metrics": metrics, "tags": {k: redact(v) for k, v in tags.items()},
+                "traceback": redact(result.traceback) if result.traceback else None,
+                "weights": has_weights, "model_params": dict(params) if has_weights else None}
+
+    def log_trial(self, run_id: str | None, params: dict[str, Any], result: TrialResult,
+                  weights: bytes | None = None) -> None:
+        """Hand a finished trial's run to the background writer (spooled first); never waits for
+        MLflow and never raises for it."""
+        assert self._writer is not None, "log_trial is for a sweep (start_sweep first)"
+        self._writer.put(self.trial_record(run_id, params, result, weights is not None), weights)
+
+    def finish_trial(self, run_id: str | None, params: dict[str, Any], result: TrialResult,
+                     weights: bytes | None = None) -> None:
+        """Write a finished trial's run now, on this thread (outside a sweep); a run the caller
+        made (``run_id``) keeps its own name and kind."""
+        rec = self.trial_record(run_id, params, result, weights is not None)
+        if run_id is not None:
+            rec["tags"] = {k: v for k, v in rec["tags"].items() if k not in self._trial_tags(result.number)}
+        self.write_record(rec, weights)
+
+    def write_record(self, rec: dict[str, Any], weights: bytes | None) -> None:
+        """Write one spooled record to MLflow. Writing it again changes nothing: the run is looked
+        up by its trial tags before one is created, and every value is the same."""
+        if rec["kind"] == "sweep":
+            self._write_sweep_end(rec, weights)
+            return
+        run_id = rec["run_id"] or self._run_of(rec["number"])
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, start_time=rec["start"],
+                                            tags=rec["tags"]).info.run_id
+        rec["run_id"] = self.run_ids[rec["number"]] = run_id
+        self._batch(run_id, rec["params"], rec["metrics"], rec["tags"])
+        self._log_input(run_id)
+        if rec["traceback"]:
+            self._artifact_bytes(run_id, rec["traceback"].encode("utf-8"), "traceback.txt", None)
         if weights is not None:
             self._artifact_bytes(run_id, weights, "model.npz", "model")
-            if self.parent_id is not None:   # in a sweep: off the driver's loop, then the run ends
-                self._later(self._model_then_end, run_id, params, weights, STATUS[result.state], end)
-                return
-            self._log_model(run_id, "model", weights, params)
-        self.client.set_terminated(run_id, status=STATUS[result.state], end_time=end)
+            if not rec.get("model_done"):
+                self._log_model(run_id, "model", weights, rec["model_params"])
+                rec["model_done"] = True
+        self.client.set_terminated(run_id, status=rec["status"], end_time=rec["end"])
 
-    def _model_then_end(self, run_id: str, params: dict[str, Any], weights: bytes, status: str,
-                        end: int | None) -> None:
-        self._log_model(run_id, "model", weights, params)
-        self.client.set_terminated(run_id, status=status, end_time=end)
+    def _run_of(self, number: int) -> str | None:
+        """The id of trial ``number``'s run: known to this tracker, or found by its tags."""
+        if number in self.run_ids:
+            return self.run_ids[number]
+        found = self.client.search_runs([self.experiment_id], max_results=1,
+                                        filter_string=_trial_filter(self.spec.name, number))
+        return found[0].info.run_id if found else None
 
-    def _later(self, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` on the tracker's one background thread (in order); :meth:`drain`
-        waits for all of it."""
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hpsearch-mlflow")
-        self._pending.append(self._pool.submit(fn, *args))
-
-    def drain(self) -> None:
-        """Wait for the background work (:meth:`_later`); re-raise its first error."""
-        pending, self._pending = self._pending, []
-        errors = [f.exception() for f in pending]
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
+    def flush_spool(self) -> tuple[int, int]:
+        """Write the records an earlier sweep left in the spool (MLflow was down, or the driver was
+        killed right after a verdict); stops at the first failure. Returns (written, left)."""
+        written = 0
+        for rec in self.spool.pending():
+            try:
+                self.write_record(rec, self.spool.weights(rec))
+            except Exception:  # noqa: BLE001 - still down: the next run tries again
+                break
+            self.spool.done(rec["key"])
+            written += 1
+        return written, len(self.spool)
 
     def log_late(self, trial: optuna.trial.FrozenTrial) -> None:
         """A child run, from Optuna's record, for a finished trial that has none."""
         state = _state_of(trial)
-        run_id = self.start_trial(trial.number, trial.params)
         steps = sorted(trial.intermediate_values.items())
         history = tuple({"epoch": float(s), self.spec.objective.metric: float(v)} for s, v in steps)
         started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
@@ -308,22 +409,25 @@ class Tracker:
         result = TrialResult(trial._trial_id, trial.number, state, value=value, history=history,
                              reason=trial.user_attrs.get("fail_reason"), seconds=seconds,
                              started=started, worker=str(trial.user_attrs.get("worker", "")))
-        self.finish_trial(run_id, trial.params, result)
+        self.finish_trial(None, trial.params, result)
 
     def reconcile(self, trials: list[optuna.trial.FrozenTrial]) -> int:
         """Give every finished trial exactly one terminated child run; end stale RUNNING runs.
 
+        The spool's records (written by an earlier sweep that could not reach MLflow) go first,
+        with every epoch's metrics; a trial whose record is still waiting there is left to it.
         Returns how many runs were created or repaired.
         """
+        repaired, _ = self.flush_spool()
+        waiting = {r["number"] for r in self.spool.pending() if r["kind"] == "trial"}
         runs = self._runs()
-        repaired = 0
         for run in runs.values():
             if (run.info.status == "RUNNING" and run.data.tags.get(TAG_KIND) == "sweep"
                     and run.info.run_id != self.parent_id):
                 self._log(run.info.run_id, tags={"hpsearch.note": "the driver stopped mid-sweep"})
                 self.client.set_terminated(run.info.run_id, status="FAILED")
         for trial in trials:
-            if not trial.state.is_finished():
+            if not trial.state.is_finished() or trial.number in waiting:
                 continue
             run = runs.get(("trial", trial.number))
             want = STATUS[_state_of(trial)]
@@ -371,19 +475,19 @@ class Tracker:
             self._log(run_id, tags={"hpsearch.model_skipped": note})
             return None
 
-    def _register(self, best: optuna.trial.FrozenTrial) -> None:
+    def _register(self, parent: str, number: int, value: float) -> None:
         """The sweep's best model as a new version of ``tracking.register``; the alias moves to it
         only when it beats the current one. The outcome is the parent's tag ``hpsearch.registered``."""
         from hpsearch import mlflow_model
         spec = self.spec
         try:
             note = mlflow_model.register(
-                self.client, spec.tracking.register, self.best_model_id, self.parent_id,
-                float(best.value), spec.objective.metric, spec.objective.direction,
-                tags={TAG_STUDY: spec.name, "hpsearch.best_trial": str(best.number)})
+                self.client, spec.tracking.register, self.best_model_id, parent,
+                float(value), spec.objective.metric, spec.objective.direction,
+                tags={TAG_STUDY: spec.name, "hpsearch.best_trial": str(number)})
         except Exception as exc:  # noqa: BLE001 - the sweep's record stands without the registry
             note = f"not registered: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-        self._log(self.parent_id, tags={"hpsearch.registered": note})
+        self._log(parent, tags={"hpsearch.registered": note})
 
     def _log_input(self, run_id: str) -> None:
         if self.dataset is not None:
@@ -392,14 +496,21 @@ class Tracker:
     # ------------------------------------------------------------------ helpers
 
     def _log(self, run_id: str, params: dict[str, Any] | None = None,
-             metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
-             extra: list[Any] = ()) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+             metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
         now = int(time.time() * 1000)
-        ps = [Param(k, redact(_param_text(v))) for k, v in (params or {}).items()]   # no passwords
-        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] + list(extra)
-        ts = [RunTag(k, redact(v)) for k, v in (tags or {}).items()]
-        for i in range(0, max(len(ms), 1), 900):  # MLflow caps a batch at 1000 metrics
+        self._batch(run_id, {k: redact(_param_text(v)) for k, v in (params or {}).items()},
+                    [[k, float(v), now, 0] for k, v in (metrics or {}).items()],
+                    {k: redact(v) for k, v in (tags or {}).items()})
+
+    def _batch(self, run_id: str, params: dict[str, str], metrics: list[list[Any]],
+               tags: dict[str, str]) -> None:
+        """One ``log_batch`` (more only past 900 metrics, MLflow's cap being 1000); the values
+        are already redacted (no passwords)."""
+        from mlflow.entities import Metric, Param, RunTag
+        ps = [Param(k, v) for k, v in params.items()]
+        ms = [Metric(k, v, t, step) for k, v, t, step in metrics]
+        ts = [RunTag(k, v) for k, v in tags.items()]
+        for i in range(0, max(len(ms), 1), 900):
             self.client.log_batch(run_id, metrics=ms[i:i + 900], params=ps if i == 0 else [],
                                   tags=ts if i == 0 else [])
 
@@ -412,6 +523,24 @@ class Tracker:
             with open(path, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, path, folder)
+
+
+def find_trial_run(spec: StudySpec, number: int) -> str | None:
+    """The run of trial ``number``, found by its tags: for a trial whose run was written after its
+    verdict (MLflow was down then), so that Optuna holds no ``mlflow_run_id`` for it."""
+    from mlflow import MlflowClient
+    with quiet_mlflow():
+        client = MlflowClient(tracking_uri=resolve_uri(spec.tracking.uri))
+        exp = client.get_experiment_by_name(spec.tracking.experiment or spec.name)
+        if exp is None:
+            return None
+        found = client.search_runs([exp.experiment_id], max_results=1,
+                                   filter_string=_trial_filter(spec.name, number))
+    return found[0].info.run_id if found else None
+
+
+def _trial_filter(study: str, number: int) -> str:
+    return f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_TRIAL}` = '{number}' and tags.`{TAG_KIND}` = 'trial'"
 
 
 def dataset_input(spec: StudySpec) -> Any:
@@ -461,14 +590,15 @@ def _schedule_tags(schedule: Any) -> dict[str, str]:
             "hpsearch.trials_per_run": str(schedule.trials_per_run or "budget")}
 
 
-def _epoch_metrics(result: TrialResult, metric_cls: type) -> list[Any]:
-    """Every per-epoch value as an MLflow metric with step = epoch, timed by the epoch's end."""
+def _epoch_metrics(result: TrialResult) -> list[list[Any]]:
+    """Every per-epoch value as ``[key, value, timestamp ms, step]``, step = epoch, timed by the
+    epoch's end."""
     t = (result.started or time.time()) * 1000
     out = []
     for i, h in enumerate(result.history, 1):
         t += 1000 * float(h.get("seconds", 0.0))
         step = int(h.get("epoch", i))
-        out += [metric_cls(k, float(v), int(t), step) for k, v in h.items() if k != "epoch"]
+        out += [[k, float(v), int(t), step] for k, v in h.items() if k != "epoch"]
     return out
 
 

@@ -23,6 +23,7 @@ applies, the line number).
 from __future__ import annotations
 
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,12 @@ _LM_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[^\sa-z0-9]")
 
 MAX_LINE_CHARS = 1 << 20
 """A GloVe line longer than this (1 Mi characters; 300 dimensions take about 3,000) is refused."""
+MAX_DOCUMENT_BYTES = 1 << 24
+"""A newsgroups document larger than this (16 MiB; the largest 20 Newsgroups post is about 60 KB) is
+refused before it is read."""
+MAX_CORPUS_BYTES = 1 << 26
+"""An RNN corpus larger than this (64 MiB, about 12 million words: some GB once tokenized; Tiny
+Shakespeare is 1.1 MB) is refused before it is read."""
 
 
 @dataclass(eq=False)
@@ -85,12 +92,23 @@ class TokenSplit(Split):
 
 # --------------------------------------------------------------------------- shared helpers
 
-def read_text(path: Path) -> str:
-    """A file's text: UTF-8, or Latin-1 when the bytes are not UTF-8 (every byte is Latin-1)."""
+def read_text(path: Path, limit: int = MAX_DOCUMENT_BYTES, what: str = "document") -> str:
+    """A file's text: UTF-8, or Latin-1 when the bytes are not UTF-8 (every byte is Latin-1). A file
+    of more than ``limit`` bytes, or one that is not a regular file (a FIFO would block, a device
+    never end), is refused before it is read."""
     try:
-        raw = Path(path).read_bytes()
+        st = Path(path).stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(path, f"is not a regular file; expected a text {what}")
+        if st.st_size > limit:
+            raise DataError(path, f"is {st.st_size:,} bytes; nets reads at most {limit:,} bytes from one "
+                            f"text {what}")
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
     except OSError as e:
         raise DataError(path, f"cannot read ({e.strerror or e})") from None
+    if len(raw) > limit:
+        raise DataError(path, f"grew past {limit:,} bytes while it was read (a text {what} is at most that)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -336,7 +354,7 @@ def load_corpus(path, vocab: int = 4000, max_len: int = 50, val_fraction: float 
     p = Path(path)
     if p.is_dir():
         raise DataError(p, "is a directory; expected a plain-text corpus file")
-    sents = [t for t in (sentence_tokens(s) for s in split_sentences(read_text(p)))
+    sents = [t for t in (sentence_tokens(s) for s in split_sentences(read_text(p, MAX_CORPUS_BYTES, "corpus")))
              if any(w[0].isalnum() for w in t)]                     # punctuation alone is no sentence
     if not sents:
         raise DataError(p, "empty corpus: no words found")

@@ -280,3 +280,50 @@ def test_good_parquet_inputs_pass_the_check(tmp_path: Path) -> None:
                       "fixed": pa.array([[1.0] * 784], pa.list_(pa.float32(), 784))}.items():
         path = _parquet(tmp_path / f"{name}.parquet", pa.table({"pixels": arr}))
         _check_input(str(path), "pixels", IMAGE, "lenet", 784)
+
+
+# --------------------------------------------------------------------------- text corpora, special files
+
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as f:                         # holes: no disk, and the size says it all
+        f.truncate(size)
+    return path
+
+
+def test_an_rnn_corpus_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from nets.data.text import MAX_CORPUS_BYTES
+    corpus = _sparse(tmp_path / "corpus.txt", MAX_CORPUS_BYTES + 1)
+    study = tmp_path / "rnn.yaml"
+    study.write_text((STUDIES / "rnn.yaml").read_text())
+    rc, out, err, rss = measured("-m", "hpsearch.cli", "run", study.name, "--backend", "local",
+                                 "--trials", "1", "--set", f"data.path={corpus}", cwd=tmp_path,
+                                 env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"})
+    assert_one_error(rc, out, err, "data.path", "corpus.txt", f"at most {MAX_CORPUS_BYTES:,} bytes")
+    assert rss < 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "rnn.yaml"]
+
+
+def test_a_newsgroups_document_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from nets.data.text import MAX_DOCUMENT_BYTES
+    for name in ("alt.a", "sci.b"):
+        (tmp_path / "news" / name).mkdir(parents=True)
+        (tmp_path / "news" / name / "1").write_text("Subject: hi\n\nsome words here\n")
+    _sparse(tmp_path / "news" / "sci.b" / "2", MAX_DOCUMENT_BYTES + 1)
+    snippet = ("import sys; from nets.data.text import load_newsgroups; from nets.errors import DataError\n"
+               "try:\n    load_newsgroups(sys.argv[1], seq_len=10)\nexcept DataError as e:\n"
+               "    print('Error:', e, file=sys.stderr); sys.exit(2)\n")
+    rc, out, err, rss = measured("-c", snippet, str(tmp_path / "news"), cwd=tmp_path)
+    assert_one_error(rc, out, err, "sci.b/2", f"at most {MAX_DOCUMENT_BYTES:,} bytes")
+    assert rss < 140
+
+
+def test_a_fifo_as_the_study_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "study.yaml"
+    os.mkfifo(fifo)                                    # no writer: opening it would block forever
+    for command in ("validate", "run", "show"):
+        rc, out, err, _ = measured("-m", "hpsearch.cli", command, fifo.name, cwd=tmp_path)
+        assert_one_error(rc, out, err, "study.yaml", "not a regular file (a FIFO)")
+    from nets.data.text import read_text
+    from nets.errors import DataError
+    with pytest.raises(DataError, match="not a regular file"):
+        read_text(fifo)

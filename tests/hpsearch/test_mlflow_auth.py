@@ -146,3 +146,57 @@ def test_a_sweep_logs_with_the_right_credentials_and_no_password_leaks(auth_serv
                 assert secret not in value, (run.info.run_id, value)
     parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
     assert "optuna:***@db.example.com" in parent.data.params["overrides"]
+
+
+def _spark_ui_text(ui: str, seen: list[str]) -> None:
+    """Every application's jobs, stages and environment from the Spark UI's REST API, appended."""
+    import requests
+    for app in requests.get(f"{ui}/api/v1/applications", timeout=2).json():
+        for page in ("jobs", "stages", "environment"):
+            seen.append(requests.get(f"{ui}/api/v1/applications/{app['id']}/{page}", timeout=5).text)
+
+
+def test_spark_ui_job_descriptions_hold_no_password(auth_server, tmp_path: Path, env: dict) -> None:
+    """A Spark sweep whose tracking URI carries the password (``http://admin:PASSWORD@host``) and
+    whose study carries a storage URL with one: the Spark UI's jobs (names, descriptions, tags),
+    stages and environment, read through its REST API while the trials run, hold neither."""
+    import threading
+
+    pytest.importorskip("pyspark")
+    url, admin_password, _ = auth_server
+    ui_port = _free_port()
+    spec = write_study(tmp_path, "authspark", lenet_dict(budget={"trials": 4}))
+    storage_url = f"postgresql://optuna:{STORAGE_PASSWORD}@db.example.com/optuna"
+    uri = url.replace("http://", f"http://admin:{admin_password}@")
+    e = _env(env, None, None)
+    proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(spec), *TINY,
+                             "--backend", "spark", "--parallelism", "2", "--tracking-uri", uri,
+                             "--set", f"execution.spark_conf.spark.ui.port={ui_port}",
+                             "--set", f"description=shared store {storage_url}"],
+                            env=e, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            try:
+                _spark_ui_text(f"http://127.0.0.1:{ui_port}", seen)
+            except Exception:  # noqa: BLE001 - the UI is not up yet, or already gone
+                pass
+            done.wait(0.5)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        out, err = proc.communicate(timeout=400)
+    finally:
+        done.set()
+        poller.join()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    text = "\n".join(seen)
+    assert "authspark trial" in text, "no trial job seen in the Spark UI"   # the UI was read mid-sweep
+    for secret in (admin_password, STORAGE_PASSWORD):
+        assert secret not in text
+        assert secret not in out + err

@@ -1,0 +1,189 @@
+"""The MLflow tracking server goes away in the middle of a sweep (issue 15, acceptance 4, first half).
+
+A real ``mlflow server`` on loopback, started here, is killed (SIGKILL, the whole process group) after
+the second trial's verdict and started again on the same port and backend store: the sweep goes on
+(Optuna is told every verdict), keeps what it could not write in its spool, writes it once the server
+is back, and exits 0; MLflow then holds one parent and one child per trial, each with every epoch's
+metrics. When the server is still down at the sweep's end, the runs wait in the spool and the next
+``hpsearch run`` writes them, again with no duplicate.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import lenet_dict, write_study
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--set", "data.limit=300", "--set", "fixed.epochs=3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``mlflow server`` on 127.0.0.1:port over root/mlflow.db; start() again after kill()."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port, self.proc = root, _free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import requests
+        exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+        if exe is None:
+            pytest.skip("no mlflow executable")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        out = (self.root / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [exe, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts")],
+            cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the MLflow server did not start:\n"
+                            + (self.root / "server.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    root = tmp_path / "server"
+    root.mkdir()
+    srv = Server(root)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+def _finished(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')"
+                               ).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _sweep(spec: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(spec), *ARGS], env=env,
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_after_two(sweep: subprocess.Popen, srv: Server, db: Path) -> None:
+    deadline = time.monotonic() + 300
+    while _finished(db) < 2:
+        assert sweep.poll() is None, sweep.communicate()
+        assert time.monotonic() < deadline, "the first two trials did not finish"
+        time.sleep(0.1)
+    srv.kill()
+
+
+def _check_mlflow(url: str, name: str, db: Path) -> None:
+    """One parent, one child per Optuna trial, each child's status, params and every epoch."""
+    import optuna
+    from mlflow import MlflowClient
+    client = MlflowClient(url)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    kinds = sorted(r.data.tags.get("hpsearch.kind") for r in runs)
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials()
+    assert len(trials) == 6
+    assert kinds == ["sweep"] + ["trial"] * 6, kinds
+    children = {int(r.data.tags["hpsearch.trial_number"]): r for r in runs
+                if r.data.tags.get("hpsearch.kind") == "trial"}
+    assert sorted(children) == list(range(6))                 # one run per trial, none twice
+    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    assert parent.info.status == "FINISHED" and "best_value" in parent.data.metrics
+    for t in trials:
+        run = children[t.number]
+        want = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t.state.name]
+        assert run.info.status == want, (t.number, run.info.status)
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert set(t.params) <= set(run.data.params)
+        for metric in ("loss", "val_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+            assert steps == list(range(1, len(t.intermediate_values) + 1)), (t.number, metric, steps)
+        if t.user_attrs.get("mlflow_run_id"):
+            assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+
+
+def test_mlflow_server_killed_mid_sweep_and_restarted(server: Server, tmp_path: Path, env: dict) -> None:
+    spec = write_study(tmp_path, "restart", lenet_dict(budget={"trials": 6},
+                                                       execution={"backend": "local", "parallelism": 1}))
+    db = tmp_path / "restart.optuna.db"
+    env = {**env, "MLFLOW_TRACKING_URI": server.url}
+    sweep = _sweep(spec, env, tmp_path)
+    try:
+        _kill_after_two(sweep, server, db)
+        time.sleep(10)
+        server.start()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    print(out, err)
+    assert sweep.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    assert "MLflow cannot be written" in out + err          # it said so, once
+    _check_mlflow(server.url, "restart", db)
+    assert not (tmp_path / "restart.optuna.db.mlflow-spool").exists()   # everything written
+
+
+def test_mlflow_down_at_the_end_is_written_by_the_rerun(server: Server, tmp_path: Path, env: dict) -> None:
+    spec = write_study(tmp_path, "rerun", lenet_dict(budget={"trials": 6},
+                                                     execution={"backend": "local", "parallelism": 1}))
+    db = tmp_path / "rerun.optuna.db"
+    env = {**env, "MLFLOW_TRACKING_URI": server.url}
+    sweep = _sweep(spec, env, tmp_path)
+    try:
+        _kill_after_two(sweep, server, db)
+        out, err = sweep.communicate(timeout=300)             # the server stays down
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert sweep.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    assert "the next `hpsearch run` of this study writes them" in out + err
+    assert _finished(db) == 6
+    spool = tmp_path / "rerun.optuna.db.mlflow-spool"
+    assert (spool / "rerun" / "records.jsonl").exists()
+    server.start()
+    again = subprocess.run([sys.executable, "-m", "hpsearch.cli", "run", str(spec), *ARGS], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "budget met" in again.stdout + again.stderr
+    _check_mlflow(server.url, "rerun", db)
+    assert not spool.exists()
