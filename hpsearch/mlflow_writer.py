@@ -132,10 +132,18 @@ class Writer:
 
     def put(self, record: dict[str, Any], weights: bytes | None = None) -> None:
         """Spool ``record`` (durable before this returns) and queue it for the thread."""
+        self.keep(record, weights)
+        self.send(record, weights)
+
+    def keep(self, record: dict[str, Any], weights: bytes | None = None) -> None:
+        """Spool ``record`` only: a rerun writes it if this process dies before :meth:`send`."""
         try:
             self.spool.add(record, weights)
         except OSError as exc:           # no spool (read-only disk): the write is still queued
             LOG.warning("MLflow spool %s: %s", self.spool.dir, exc)
+
+    def send(self, record: dict[str, Any], weights: bytes | None = None) -> None:
+        """Queue a spooled ``record`` for the thread."""
         self._queue.put((record, weights))
 
     def trip(self, exc: BaseException) -> None:

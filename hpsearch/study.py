@@ -414,9 +414,12 @@ class _Trials:
         if result.state == COMPLETE and result.value is None:
             result = replace(result, state=FAILED, reason="the net ran no epoch")
         run_id = self.tracker.create_trial_run(result.number, result.started)   # None: MLflow down
-        self._tell(trial, result, run_id)
         weights = self._maybe_best(result)
-        self.tracker.log_trial(run_id, task.train_params(), result, weights)   # spooled, written later
+        # the run is spooled before Optuna has the verdict and written after: killed in between,
+        # the rerun writes it whole
+        send = self.tracker.log_trial(run_id, task.train_params(), result, weights)
+        self._tell(trial, result, run_id)
+        send()
         self._note_down()
         self.budget.count(result)
         self.sweep.obs.finished(result, self.progress())
@@ -474,8 +477,9 @@ class _Trials:
                                  started=time.time())
             trial.set_user_attr(REQUEUED, True)
             run_id = self.tracker.create_trial_run(number)
+            send = self.tracker.log_trial(run_id, task.train_params(), result)
             self._tell(trial, result, run_id)
-            self.tracker.log_trial(run_id, task.train_params(), result)
+            send()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.study.enqueue_trial(dict(task.params), skip_if_exists=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,11 +339,15 @@ class Tracker:
                 "weights": has_weights, "model_params": dict(params) if has_weights else None}
 
     def log_trial(self, run_id: str | None, params: dict[str, Any], result: TrialResult,
-                  weights: bytes | None = None) -> None:
-        """Hand a finished trial's run to the background writer (spooled first); never waits for
-        MLflow and never raises for it."""
+                  weights: bytes | None = None) -> Callable[[], None]:
+        """Spool a finished trial's run (durable when this returns); returns ``send``, which hands
+        it to the background writer. The driver spools before it tells Optuna the verdict and
+        sends after, so a driver killed in between leaves the whole run to the rerun. Never
+        waits for MLflow and never raises for it."""
         assert self._writer is not None, "log_trial is for a sweep (start_sweep first)"
-        self._writer.put(self.trial_record(run_id, params, result, weights is not None), weights)
+        rec, writer = self.trial_record(run_id, params, result, weights is not None), self._writer
+        writer.keep(rec, weights)
+        return lambda: writer.send(rec, weights)
 
     def finish_trial(self, run_id: str | None, params: dict[str, Any], result: TrialResult,
                      weights: bytes | None = None) -> None:
