@@ -55,7 +55,7 @@ Run
     ... --quick          # short repeats, one seed, one epoch
     ... --no-quality     # throughput only (--no-throughput: quality only);  --json  one JSON object
     ... --seeds N --epochs-cnn E --epochs-rnn E --init shared|own|both
-    ... --parts short    # only the short stand-in (--short-seeds 5, --epochs-short 10; ~7 min)
+    ... --parts short    # only the short stand-in (--short-seeds 5, --epochs-short 10, --short-init small; ~5 min)
     ... --parts long --init own --long-settings '{"pipeline": 1, "skip_top": 10}'   # long, old defaults
 """
 from __future__ import annotations
