@@ -76,17 +76,19 @@ def text_cnn_pools(length: int, kernel: int = 5) -> tuple[int, int, int]:
 
 
 def text_cnn(vocab_size: int, n_classes: int, length: int = 1000, embed: int = 100, filters: int = 128,
-             hidden: int = 100, pretrained: bool = False, fine_tune: bool = False, *, seed: int = 0,
-             dtype=np.float32, arch: dict | None = None) -> Model:
+             hidden: int = 100, pretrained: bool = False, fine_tune: bool = False, embed_init: str = "normal",
+             *, seed: int = 0, dtype=np.float32, arch: dict | None = None) -> Model:
     """ids (length,) -> embedding `embed` -> 3 x (conv1d filters@5 -> ReLU -> max-pool) -> linear hidden
     -> linear classes -> log-softmax (fused in the loss). With pretrained vectors (GloVe) the table is a
-    frozen constant unless fine_tune; without them it is learned (N(0, 1) init)."""
+    frozen constant unless fine_tune; without them it is learned, from `embed_init`: "normal" (N(0, 1),
+    torch's and BigDL's; the default) or "small" (uniform +-0.05, Keras'; at Adagrad's rate of 0.01 the
+    words then move at the scale of their vectors, which pays on short documents: bench/text_vs_torch.py)."""
     from nets.text_layers import Conv1d, Embedding, MaxPool1d
 
     p1, p2, p3 = text_cnn_pools(length)
     frozen = bool(pretrained) and not fine_tune
     layers = [
-        Embedding(vocab_size, embed, frozen=frozen),   # (B, L, E)
+        Embedding(vocab_size, embed, frozen=frozen, init=embed_init),   # (B, L, E)
         Conv1d(filters, 5, act="relu"),                # (B, L-4, F)
         MaxPool1d(p1),                                 # (B, (L-4)//5, F)
         Conv1d(filters, 5, act="relu"),
@@ -98,6 +100,7 @@ def text_cnn(vocab_size: int, n_classes: int, length: int = 1000, embed: int = 1
         Linear(n_classes),                             # (B, classes) logits
     ]
     model = Model(layers, (length,), seed=seed, dtype=dtype, head="logsoftmax", arch=arch)
+    layers[1].read_words(layers[0])                    # the first conv works once per distinct word
     if frozen:
         layers[1].need_dx = False                      # nothing upstream of the first conv learns
     return model

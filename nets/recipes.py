@@ -126,7 +126,7 @@ def text_corpus(path: str | None = None, **settings) -> Data:
 RECIPES["textcnn"] = Recipe(
     "textcnn", models.text_cnn, "nll", text_classify,
     {"epochs": 2, "batch_size": 128, "lr": 0.01, "optimizer": "adagrad", **_COMMON, "lr_decay": 2e-4,
-     "embed": 100, "filters": 128, "hidden": 100, "fine_tune": False,
+     "embed": 100, "filters": 128, "hidden": 100, "fine_tune": False, "embed_init": "normal",
      "seq_len": 1000, "classes": None, "vocab": 20000, "skip_top": 0, "glove": None,
      "drop_headers": False, "val_fraction": 0.2, "pipeline": 2},
     _CLASSIFY,

@@ -27,11 +27,13 @@ import math
 
 import numpy as np
 
+from nets.errors import ConfigError
 from nets.kernels import activations as ka
 from nets.kernels import text as kt
 from nets.layers import ACTS, Layer
 
 PAD = 0
+INIT_LAWS = ("normal", "uniform", "small")     # Embedding's initial tables
 
 
 class SeqMask:
@@ -67,16 +69,18 @@ class Embedding(SeqLayer):
     """ids (B, T) int -> vectors (B, T, D); table (V, D), row 0 = padding = zero.
 
     frozen: the table is a constant (set it with `set_table`), outside the gradient path.
-    init: "normal" N(0, 1) (torch/BigDL LookupTable) or "uniform" +-1/sqrt(V) (BigDL's one-hot Linear).
+    init: "normal" N(0, 1) (torch/BigDL LookupTable), "uniform" +-1/sqrt(V) (BigDL's one-hot Linear) or
+    "small" uniform +-0.05 (Keras' Embedding: a learned table then moves at the scale of its values).
     mask: a SeqMask to fill with the batch's real positions.
     """
 
     def __init__(self, n_words: int, dim: int, frozen: bool = False, init: str = "normal",
                  mask: SeqMask | None = None) -> None:
         super().__init__()
-        if init not in ("normal", "uniform"):
-            raise ValueError(f"init must be 'normal' or 'uniform'; got {init!r}")
+        if init not in INIT_LAWS:
+            raise ConfigError(f"the embedding's init must be one of {list(INIT_LAWS)}; got {init!r}")
         self.V, self.D, self.frozen, self.init_law, self.mask = int(n_words), int(dim), bool(frozen), init, mask
+        self.fused = False                            # a Conv1d.read_words(self) after it does the lookup
 
     def build(self, in_shape):
         (T,) = in_shape
@@ -96,7 +100,7 @@ class Embedding(SeqLayer):
         if self.init_law == "normal":
             self.p["w"][...] = rng.standard_normal((self.V, self.D))
         else:
-            bound = 1.0 / math.sqrt(self.V)
+            bound = 1.0 / math.sqrt(self.V) if self.init_law == "uniform" else 0.05
             self.p["w"][...] = rng.uniform(-bound, bound, (self.V, self.D))
         self.p["w"][PAD] = 0
 
@@ -114,6 +118,8 @@ class Embedding(SeqLayer):
         flat = ids.reshape(-1)
         if not kt.ids_in_range(flat, self.V):
             raise ValueError(f"token ids must be in [0, {self.V}); got [{flat.min()}, {flat.max()}]")
+        if self.fused:
+            return ids
         B, T = ids.shape
         out = self.cbuf("out", (B, T, self.D))
         kt.embedding_forward(out.reshape(B * T, self.D), flat, self.table)
@@ -137,12 +143,26 @@ class Conv1d(SeqLayer):
     """x (B, T, C) -> act(conv(x) + b) (B, T-K+1, OC), stride 1, no padding; W: (K*C, OC).
 
     im2col + BLAS matmul, by chunks of `chunk` output rows so the patch matrix stays in cache (the full
-    one would be B*T*K*C values: 255 MB for the text CNN's first layer at batch 128, length 1000)."""
+    one would be B*T*K*C values: 255 MB for the text CNN's first layer at batch 128, length 1000).
+
+    After `read_words(embedding)` the layer takes the embedding's ids (B, T) instead of its vectors and
+    works once per distinct word of the batch, not once per position: P = table[words] @ W_k for each
+    tap k (a U x C by C x K*F matmul), then y_t = sum_k P[word at t+k, k]; backward sums dz into
+    G[word, k], so dW_k = table[words]^T G_k and the table's gradient rows are G @ W^T, written into
+    the embedding's gradient (its own backward is skipped). The same sums as im2col, in another order;
+    U is at most the batch's positions and usually far fewer (Zipf; 128 x 1000 has ~5,000 words)."""
 
     def __init__(self, n_out: int, kernel: int, act: str | None = None, chunk: int = 1024) -> None:
         super().__init__()
         self.n_out, self.k, self.act, self.chunk = int(n_out), int(kernel), act, int(chunk)
         self._act = ACTS[act]
+
+    def read_words(self, embedding: Embedding) -> None:
+        """Fuse with the embedding before this layer (see the class docstring): from now on its forward
+        and backward are the per-word ones."""
+        self.words, embedding.fused = embedding, True
+        self.slot = np.full(embedding.V, -1, np.int32)
+        self.forward, self.backward = self._forward_words, self._backward_words
 
     def build(self, in_shape):
         T, C = in_shape
@@ -173,6 +193,35 @@ class Conv1d(SeqLayer):
             ka.apply_act(yc, b, self._act)
         self.x, self.y = x, y
         return y.reshape(B, OT, self.n_out)
+
+    def _forward_words(self, ids):
+        (B, T), K, C, F = ids.shape, self.k, self.C, self.n_out
+        inv, uniq = self.cbuf("inv", (B, T), np.int32), self.cbuf("uniq", (B * T,), np.int32)
+        U = kt.distinct_ids(inv.reshape(-1), uniq, self.slot, ids.reshape(-1))
+        self.uniq, self.inv = uniq[:U], inv
+        rows = self.rows = self.cbuf("rows", (U, C))
+        np.take(self.words.table, self.uniq, axis=0, out=rows)
+        w2 = self.w2 = self.cbuf("w2", (C, K, F))                 # w2[c, k] = W[k*C + c]
+        np.copyto(w2, self.p["w"].reshape(K, C, F).transpose(1, 0, 2))
+        pk = np.matmul(rows, w2.reshape(C, K * F), out=self.cbuf("pk", (U, K * F)))
+        y = self.y = self.cbuf("y", (B * (T - K + 1), F))
+        kt.conv1d_word_sum(y.reshape(B, -1, F), pk.reshape(U, K, F), inv)
+        ka.apply_act(y, self.p["b"], self._act)
+        return y.reshape(B, -1, F)
+
+    def _backward_words(self, dy):
+        y, (U, C), K, F = self.y, self.rows.shape, self.k, self.n_out
+        dz = self.cbuf("dz", y.shape)
+        ka.act_backward_bias(dz, self.g["b"], dy.reshape(y.shape), y, self._act)
+        g = self.cbuf("gk", (U, K * F))
+        g.fill(0)
+        kt.conv1d_word_grad(g.reshape(U, K, F), dz.reshape(dy.shape), self.inv)
+        dw2 = np.matmul(self.rows.T, g, out=self.cbuf("dw2", (C, K * F)))
+        np.copyto(self.g["w"].reshape(K, C, F), dw2.reshape(C, K, F).transpose(1, 0, 2))
+        if self.need_dx:                                           # the table's gradient, its rows only
+            self.words.g["w"].fill(0)
+            self.words.g["w"][self.uniq] = np.matmul(g, self.w2.reshape(C, K * F).T, out=self.cbuf("dr", (U, C)))
+        return None
 
     def backward(self, dy):
         x, y = self.x, self.y

@@ -87,6 +87,56 @@ def col2im_1d(dx, dcol, k, r0):
             dst[s + j] += dcol[i, j]
 
 
+# ------------------------------------------- embedding + 1-D convolution, once per distinct word
+
+@njit(cache=True)
+def distinct_ids(inv, uniq, slot, ids):
+    # ids: (N,) -> the number U of distinct non-padding ids, uniq[:U] those ids (first seen first),
+    # inv: (N,) each position's row in uniq (-1: padding). slot: (V,) all -1, and left so.
+    U = 0
+    for n in range(ids.shape[0]):
+        r = ids[n]
+        if r != 0 and slot[r] < 0:
+            slot[r], uniq[U] = U, r
+            U += 1
+        inv[n] = slot[r] if r != 0 else -1
+    for u in range(U):
+        slot[uniq[u]] = -1
+    return U
+
+
+@njit(cache=True)
+def conv1d_word_sum(y, p, inv):
+    # y: (B, OT, F) = sum over taps k of p[inv[b, t+k], k] (a padding position adds nothing)
+    # p: (U, K, F) = each distinct word's row of the table times each tap's weights; inv: (B, T)
+    (B, OT, F), K = y.shape, p.shape[1]
+    for b in range(B):
+        for t in range(OT):
+            yr = y[b, t]
+            yr[:] = 0
+            for k in range(K):
+                u = inv[b, t + k]
+                if u >= 0:
+                    pr = p[u, k]
+                    for f in range(F):
+                        yr[f] += pr[f]
+
+
+@njit(cache=True)
+def conv1d_word_grad(g, dz, inv):
+    # g: (U, K, F) += dz[b, t] at [inv[b, t+k], k] for every tap k (the caller cleared g); dz: (B, OT, F)
+    (B, OT, F), K = dz.shape, g.shape[1]
+    for b in range(B):
+        for t in range(OT):
+            dr = dz[b, t]
+            for k in range(K):
+                u = inv[b, t + k]
+                if u >= 0:
+                    gr = g[u, k]
+                    for f in range(F):
+                        gr[f] += dr[f]
+
+
 # ------------------------------------------------------------------------------ 1-D max-pool
 
 @njit(cache=True)

@@ -178,6 +178,38 @@ def test_text_cnn_end_to_end_gradient(pretrained, fine_tune):
     assert ("w" in model.layers[0].p) == (not pretrained or fine_tune)   # a frozen table is no parameter
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("pretrained", [False, True], ids=["learned", "glove-frozen"])
+def test_text_cnn_first_conv_per_word_matches_per_position(dtype, tol, pretrained):
+    """The first conv fused with the embedding (once per distinct word) against the plain im2col path:
+    same outputs and gradients, with repeated words, padding, an all-padding row and unseen ids."""
+    from nets.losses import NLLLoss
+    rng = np.random.default_rng(7)
+    x = rng.integers(1, 30, (5, 60))
+    x[:, 40:] = 0
+    x[1, 3:] = 0
+    x[2] = 0
+    y = rng.integers(0, 4, 5)
+    runs = []
+    for fused in (True, False):
+        model = text_cnn(50, 4, length=60, embed=6, filters=8, hidden=5, pretrained=pretrained,
+                         dtype=dtype, seed=3)
+        if pretrained:
+            model.layers[0].set_table(np.random.default_rng(5).standard_normal((50, 6)))
+        if not fused:                               # back to the class's own (im2col) forward/backward
+            del model.layers[1].forward, model.layers[1].backward
+            model.layers[0].fused = False
+        out = model.forward(x).copy()
+        loss = NLLLoss()
+        loss.forward(out, y)
+        model.grads[...] = 0
+        model.backward(loss.backward())
+        runs.append((out, model.grads.copy()))
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert np.abs(runs[0][1]).max() > 0
+
+
 def test_text_cnn_pools_follow_the_length():
     assert text_cnn_pools(1000) == (5, 5, 35)
     assert text_cnn_pools(500) == (5, 5, 15)
