@@ -369,7 +369,11 @@ class Tracker:
             run_id = self.client.create_run(self.experiment_id, start_time=rec["start"],
                                             tags=rec["tags"]).info.run_id
         rec["run_id"] = self.run_ids[rec["number"]] = run_id
-        self._batch(run_id, rec["params"], rec["metrics"], rec["tags"])
+        # the run was created with its trial tags (name, parent, study, number): sending them again
+        # costs MLflow an upsert each, and a run-name update
+        created = self._trial_tags(rec["number"])
+        self._batch(run_id, rec["params"], rec["metrics"],
+                    {k: v for k, v in rec["tags"].items() if k not in created})
         self._log_input(run_id)
         if rec["traceback"]:
             self._artifact_bytes(run_id, rec["traceback"].encode("utf-8"), "traceback.txt", None)
