@@ -25,6 +25,7 @@ from typing import Any
 
 LOG = logging.getLogger("hpsearch.tracking")
 BACKOFF_S = (1.0, 30.0)    # first retry after 1 s, doubling, at most 30 s apart
+STOP_WAIT_S = 15.0    # after Ctrl-C: how long the record being written may still take
 QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 """MLflow's HTTP settings during a sweep: each call is made once (MLflow's own retries would block
 the driver for minutes against a stopped server); the writer retries with its own backoff."""
@@ -156,12 +157,24 @@ class Writer:
         self._deadline = time.monotonic() + grace_s
         self._queue.put(None)
         self._wake.set()
-        self._thread.join()
+        try:
+            self._thread.join()
+        except KeyboardInterrupt:
+            # Ctrl-C while the last records are written (the plots, say): the record being written
+            # is finished, the rest stay in the spool for the next run; no thread is left running
+            # MLflow code while the interpreter exits
+            self._deadline, self._stopping = time.monotonic(), True
+            self._wake.set()
+            self._thread.join(STOP_WAIT_S)
+            raise
         return len(self.spool)
+
+    _stopping = False
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            self._write(*item)
+            if not self._stopping:
+                self._write(*item)
 
     def _write(self, record: dict[str, Any], weights: bytes | None) -> None:
         delay = BACKOFF_S[0]

@@ -454,9 +454,10 @@ class SparkBackend(Backend):
             if self.wants_channel and self._rungs is None:
                 self._slot_channel = channel
             return None
-        where = f"Spark executors cannot reach the driver's channel at {channel.host}:{channel.port} ({why})"
         if not required:
-            return f"{where}; one Spark job per trial instead"
+            return (f"Spark executors cannot reach the driver at {channel.host}:{channel.port} ({why}); "
+                    "one Spark job per trial instead")
+        where = f"Spark executors cannot reach the pruning channel at {channel.host}:{channel.port} ({why})"
         if self._decide is not None and self._pruning_mode == "auto" and self.rungs_ok:
             self._by_rungs()
             return f"{where}; pruning between Spark jobs instead, one job per rung (execution.pruning_mode)"

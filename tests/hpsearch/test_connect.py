@@ -217,13 +217,15 @@ def test_data_parallel_training_over_connect(tmp_path: Path, env: dict, server) 
 def test_sigint_interrupts_every_task_and_a_rerun_resumes(tmp_path: Path, env: dict, server) -> None:
     spec = write_study(tmp_path, "intr", lenet_dict(pruner="none", budget={"trials": 6}, execution={
         "backend": "spark", "parallelism": 2, "master": server.url}))
-    args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=4"]
+    # trials of about 2 s (slot mode dispatches in milliseconds): some are running at the signal
+    args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=40"]
     code, took, out = interrupt_after_first_trial(args, env, tmp_path)
     assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     running = [j for j in server.jobs() if j["status"] == "RUNNING"]
     assert not running, f"still running on the server after the client exited: {running}"
     assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
+    assert any(t.user_attrs.get("hpsearch_requeued") for t in _study(tmp_path, "intr").trials)  # cut short
 
     again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout

@@ -139,9 +139,9 @@ def _check_mlflow(url: str, name: str, db: Path) -> None:
 
 
 def test_mlflow_server_killed_mid_sweep_and_restarted(server: Server, tmp_path: Path, env: dict) -> None:
-    spec = write_study(tmp_path, "restart", lenet_dict(budget={"trials": 6},
+    db = tmp_path / "restart.optuna.db"          # SQLite: the test counts verdicts in it
+    spec = write_study(tmp_path, "restart", lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
                                                        execution={"backend": "local", "parallelism": 1}))
-    db = tmp_path / "restart.optuna.db"
     env = {**env, "MLFLOW_TRACKING_URI": server.url}
     sweep = _sweep(spec, env, tmp_path)
     try:
@@ -162,9 +162,9 @@ def test_mlflow_server_killed_mid_sweep_and_restarted(server: Server, tmp_path: 
 
 
 def test_mlflow_down_at_the_end_is_written_by_the_rerun(server: Server, tmp_path: Path, env: dict) -> None:
-    spec = write_study(tmp_path, "rerun", lenet_dict(budget={"trials": 6},
+    db = tmp_path / "rerun.optuna.db"            # SQLite: the test counts verdicts in it
+    spec = write_study(tmp_path, "rerun", lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
                                                      execution={"backend": "local", "parallelism": 1}))
-    db = tmp_path / "rerun.optuna.db"
     env = {**env, "MLFLOW_TRACKING_URI": server.url}
     sweep = _sweep(spec, env, tmp_path)
     try:

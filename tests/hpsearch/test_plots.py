@@ -3,6 +3,7 @@ cannot be drawn, and logged as PNG artifacts of the sweep's MLflow parent run.""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -87,7 +88,8 @@ def test_the_parent_run_gets_the_plots_and_notes(tmp_path: Path) -> None:
     for name, n, log_plots in (("many", 4, True), ("one", 1, True), ("off", 4, False)):
         spec = hpsearch.spec_from_dict(lenet_dict(tracking={"uri": uri, "plots": log_plots}),
                                        name=name, base_dir=tmp_path)
-        study = _study(n, spec.storage, name)
+        study = _study(n, f"sqlite:///{tmp_path / (name + '.db')}", name)
+        spec = replace(spec, storage=f"sqlite:///{tmp_path / (name + '.db')}")
         tracker = Tracker(spec, uri)
         parent = tracker.start_sweep({"trials": n})
         tracker.end_sweep(study.best_trial, {"complete": n, "pruned": 0, "failed": 0})

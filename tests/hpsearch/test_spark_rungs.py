@@ -14,6 +14,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from hpsearch.storage import default_storage, load_existing_study
 from mlflow import MlflowClient
 
 from backend_contract import BackendContract, task
@@ -176,7 +178,7 @@ def test_cancel_stops_the_running_rungs_within_5s(backend) -> None:
 
 
 def _study(tmp_path: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.optuna.db')}")
+    return load_existing_study(default_storage(tmp_path, name), name)
 
 
 def test_hyperband_prunes_from_the_cli_when_executors_cannot_reach_the_channel(tmp_path, env) -> None:

@@ -70,11 +70,13 @@ def test_hyperband_prunes_live_across_tasks(tmp_path: Path, spark, monkeypatch) 
 def test_sigint_cancels_the_sweep_and_a_rerun_resumes(tmp_path: Path, env: dict) -> None:
     spec = write_study(tmp_path, "intr", lenet_dict(pruner="none", budget={"trials": 6},
                                                     execution={"backend": "spark", "parallelism": 2}))
-    args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=4"]
+    # trials of about 2 s (slot mode dispatches in milliseconds): some are running at the signal
+    args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=40"]
     code, took, out = interrupt_after_first_trial(args, env, tmp_path)
     assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
+    assert any(t.user_attrs.get("hpsearch_requeued") for t in _study(tmp_path, "intr").trials)  # cut short
 
     again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
