@@ -26,6 +26,8 @@ class BackendContract:
         assert all(r.state == COMPLETE and r.epochs == 1 and r.weights for r in results)
 
     def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
+        """A new task only after a result frees a slot; a backend that refills a freed slot before
+        it hands the result over (``dispatch_ahead``: Spark, every mode) may be one task ahead."""
         pulled = []
 
         def tasks() -> Iterator[TrialTask]:
@@ -34,8 +36,9 @@ class BackendContract:
                 yield task(i)
 
         with backend(2) as b:
+            ahead = 1 if getattr(b, "dispatch_ahead", False) else 0
             for seen, _result in enumerate(b.run(tasks())):
-                assert len(pulled) <= 2 + seen  # a new task only after a result frees a slot
+                assert len(pulled) <= 2 + seen + ahead
         assert pulled == [0, 1, 2, 3, 4]
 
     def test_exceptions_come_back_as_values(self, backend) -> None:

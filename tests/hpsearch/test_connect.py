@@ -76,19 +76,6 @@ def trial_jobs(server: ConnectServer, tag: str) -> list[str]:
 
 
 class TestConnectBackend(BackendContract):
-    def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
-        pulled = []
-
-        def tasks():
-            for i in range(5):
-                pulled.append(i)
-                yield task(i)
-
-        with backend(2) as b:
-            for seen, _result in enumerate(b.run(tasks())):
-                assert len(pulled) <= 2 + seen + 1             # dispatch ahead, as on classic Spark
-        assert pulled == [0, 1, 2, 3, 4]
-
     def test_one_job_per_trial_named_after_it(self, backend, server) -> None:
         with backend(2) as b:
             assert b.connect and b.slots == 2

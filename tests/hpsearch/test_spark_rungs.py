@@ -78,19 +78,6 @@ def _jobs(spark) -> list[dict]:
 class TestRungsBackend(BackendContract):
     """Each trial as jobs of one epoch, pruned by the driver between them."""
 
-    def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
-        pulled = []
-
-        def tasks():
-            for i in range(5):
-                pulled.append(i)
-                yield task(i)
-
-        with backend(2) as b:
-            for seen, _result in enumerate(b.run(tasks())):
-                assert len(pulled) <= 2 + seen + 1         # dispatch ahead, as one job per trial
-        assert pulled == [0, 1, 2, 3, 4]
-
 
 def test_a_trial_rung_by_rung_is_the_same_trial_as_in_one_job(backend, spark, tmp_path) -> None:
     with backend(1, mode="channel") as b:        # no channel given: one job per trial

@@ -49,20 +49,6 @@ def backend(spark, data):
 
 
 class TestSlotMode(BackendContract):
-    def test_pulls_tasks_only_when_a_slot_is_free(self, backend) -> None:
-        """As in job mode, a freed slot is refilled before its result is handed over."""
-        pulled = []
-
-        def tasks():
-            for i in range(5):
-                pulled.append(i)
-                yield task(i)
-
-        with backend(2) as b:
-            for seen, _result in enumerate(b.run(tasks())):
-                assert len(pulled) <= 2 + seen + 1
-        assert pulled == [0, 1, 2, 3, 4]
-
     def test_one_job_per_slot_and_one_python_worker(self, backend, spark) -> None:
         with backend(1) as b:
             results = list(b.run([task(i) for i in range(4)]))
