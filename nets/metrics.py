@@ -64,7 +64,9 @@ def _infer_ms(model, split: Split, batch: int, repeats: int) -> float:
     return float(np.median(times)) * 1e3 * 1000.0 / batch
 
 
-def cost(model, split: Split, train_s: float) -> dict:
-    """`params` (trainable parameters), `infer_ms` (see `infer_ms`) and `train_s` (training seconds
-    so far, evaluation excluded)."""
-    return {"params": float(model.n_params), "infer_ms": infer_ms(model, split), "train_s": train_s}
+def cost(model, split: Split, train_s: float, speed: float | None = None) -> dict:
+    """`params` (trainable parameters), `infer_ms` (see `infer_ms`; `speed` when it was measured
+    already: a net's forward pass costs the same whatever its weights) and `train_s` (training
+    seconds so far, evaluation excluded)."""
+    ms = infer_ms(model, split) if speed is None else speed
+    return {"params": float(model.n_params), "infer_ms": ms, "train_s": train_s}

@@ -66,6 +66,7 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
     n, bs = len(train), cfg.batch_size
     xbuf = np.empty((bs, int(np.prod(train.sample_shape))), model.dtype)
     first, train_s = _restore(cfg.start, model, opt, rng)
+    speed: float | None = None     # infer_ms: the forward pass's cost, not the weights': once a fit
     for epoch in range(first, cfg.epochs + 1):
         te, total = time.perf_counter(), 0.0
         order = rng.permutation(n)
@@ -90,7 +91,8 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
         metrics = {"epoch": epoch, "loss": total / n, "samples_per_s": n / secs, "seconds": secs}
         if val is not None and len(val):
             metrics.update(evaluate(model, loss, val, cfg.eval_batch_size))
-        metrics.update(cost(model, val if val is not None and len(val) else train, train_s))
+        metrics.update(cost(model, val if val is not None and len(val) else train, train_s, speed))
+        speed = metrics["infer_ms"]
         hist.epochs.append(metrics)
         if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
             hist.stopped = epoch < cfg.epochs
