@@ -88,10 +88,8 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
                 on_batch(b + 1, nb)
         secs = time.perf_counter() - te
         train_s += secs
-        metrics = {"epoch": epoch, "loss": total / n, "samples_per_s": n / secs, "seconds": secs}
-        if val is not None and len(val):
-            metrics.update(evaluate(model, loss, val, cfg.eval_batch_size))
-        metrics.update(cost(model, val if val is not None and len(val) else train, train_s, speed))
+        metrics = _measured(model, loss, train, val, cfg, train_s, speed, {
+            "epoch": epoch, "loss": total / n, "samples_per_s": n / secs, "seconds": secs})
         speed = metrics["infer_ms"]
         hist.epochs.append(metrics)
         if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
@@ -101,6 +99,14 @@ def _fit(model, loss, opt, train, val, cfg, on_epoch_end, reduce_grads, on_batch
     hist.state = TrainState(first - 1 + len(hist.epochs), model.params.copy(), opt.checkpoint(),
                             rng.bit_generator.state, train_s)
     return hist
+
+
+def _measured(model, loss, train, val, cfg, train_s, speed, metrics: dict) -> dict:
+    """An epoch's `metrics` with the validation metrics and the costs (`speed`: infer_ms measured
+    earlier in this fit, or None)."""
+    if val is not None and len(val):
+        metrics.update(evaluate(model, loss, val, cfg.eval_batch_size))
+    return {**metrics, **cost(model, val if val is not None and len(val) else train, train_s, speed)}
 
 
 def _restore(start: TrainState | None, model: Model, opt: Optimizer, rng: np.random.Generator):
