@@ -186,7 +186,7 @@ def serve(decide: Decide, *, bind: str = "127.0.0.1", advertise: str | None = No
                             "set execution.report_bind to an address of this machine")
     server.start()
     try:
-        yield PruningChannel(advertise or bind, port, secret, cert)
+        yield PruningChannel(advertise or bind, port, secret, cert, listens=advertise in (None, bind))
     finally:
         server.stop(grace=2).wait(5)
 

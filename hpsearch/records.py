@@ -24,6 +24,7 @@ class PruningChannel:
     port: int
     secret: str = field(repr=False)
     cert: bytes | None = field(default=None, repr=False)
+    listens: bool = field(default=False, repr=False)   # the driver listens on ``host`` itself
 
 
 @dataclass(frozen=True)

@@ -448,8 +448,13 @@ class SparkBackend(Backend):
         """One task dials the channel before any trial. When it can, trials run in slot mode (see
         :mod:`hpsearch.backends.spark_slots`). When it cannot: one job per trial if the study does
         not prune (not ``required``), rung by rung if it prunes and allows that (both with a note
-        saying so), else BackendError."""
-        why = self.collect(functools.partial(_probe, channel), f"{self.study_name} channel check")[0]
+        saying so), else BackendError. No probe where nothing can be in the way: classic local
+        executors (threads of this process's JVM) dialling the loopback address the driver itself
+        listens on (a Connect server that looks local may still be a container's forwarded port)."""
+        from hpsearch.pruning import is_loopback
+        certain = self.local and not self.connect and channel.listens and is_loopback(channel.host)
+        why = None if certain else \
+            self.collect(functools.partial(_probe, channel), f"{self.study_name} channel check")[0]
         if why is None:
             if self.wants_channel and self._rungs is None:
                 self._slot_channel = channel

@@ -37,7 +37,8 @@ def backend(spark, data):
         def __enter__(self):
             self._serving = serve(never, next_trial=self.next_trial, slots=self.parallelism)
             self.check_channel(self._serving.__enter__(), required=False)
-            assert self._slot_channel is not None, "the probe reached the channel: slot mode"
+            assert self._slot_channel is not None, "slot mode (local executors: no probe)"
+            self._prestarted.join(120)   # warm workers, as the probe job (queued behind them) waited for
             return self
 
         def __exit__(self, *exc):
