@@ -376,7 +376,7 @@ class SparkBackend(Backend):
         self.dispatch = dispatch
         self.wants_channel = dispatch != "jobs"   # slot mode needs the channel, pruning or not
         self._slot_channel: PruningChannel | None = None
-        self._feeder = SlotFeeder(self._start_slot, self.parallelism, retries, self._warm)
+        self._feeder = SlotFeeder(self._start_slots, self.parallelism, retries, self._warm)
         self.next_trial = self._feeder.next_trial
         self._slot_pool: ThreadPoolExecutor | None = None
         self._prestarted = threading.Thread(target=self._prestart_workers, daemon=True,
@@ -497,20 +497,23 @@ class SparkBackend(Backend):
     _job_error = staticmethod(job_error)
     lost_words = ("Spark task lost", "worker lost")   # for the log line, for the trial's reason
 
-    def _start_slot(self, slot: str) -> None:
+    def _start_slots(self, slots: list[str]) -> None:
         assert self._slot_pool is not None
-        self._slot_pool.submit(self._slot_job, slot)
+        self._slot_pool.submit(self._slot_job, slots)
 
-    def _slot_job(self, slot: str) -> None:
-        """One slot's long-lived job (on a driver thread); tells the feeder when it ended."""
+    def _slot_job(self, slots: list[str]) -> None:
+        """The long-lived job of ``slots``, one task each (on a driver thread); tells the feeder
+        when it ended."""
         error = None
-        fn = functools.partial(slot_loop, self._slot_channel, self._data_name, slot,
+        fn = functools.partial(slot_loop, self._slot_channel, self._data_name, slots,
                                None if self.local else self.study_name)
+        name = f"slot {slots[0]}" if len(slots) == 1 else f"slots {slots[0]}-{slots[-1]}"
         try:
-            self.collect(fn, f"{self.study_name} slot {slot}")
+            self.collect(fn, f"{self.study_name} {name}", tasks=len(slots))
         except Exception as exc:  # noqa: BLE001 - a lost executor or worker, or a cancel
             error = "cancelled" if self._cancelled.is_set() else self._job_error(exc)
-        self._feeder.job_ended(slot, error)
+        for slot in slots:
+            self._feeder.job_ended(slot, error)
 
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         if self._slot_channel is not None:

@@ -2,8 +2,11 @@
 
 A one-task Spark job costs 0.1-0.2 s on a warm classic session and about 0.2 s on Spark Connect, so
 one job per trial caps a slot at about 85% busy on one-second trials. When the executors can reach
-the driver's channel (:mod:`hpsearch.pruning`, checked by a probe job before any trial), the
-backend instead runs one job per slot, named ``"<study> slot K"``; its task loops:
+the driver's channel (:mod:`hpsearch.pruning`, checked by a probe job before any trial, or
+certain: classic local executors), the backend instead runs long-lived slot tasks: all of them as
+one job at the start (``"<study> slots 0-15"``: one job starts its tasks in about a third of the
+time sixteen one-task jobs take), a slot started again as a job of its own (``"<study> slot 3"``).
+Each slot's task loops:
 
     Next(slot, result of the last trial) -> the next trial, or none: the slot's job ends
 
@@ -15,7 +18,10 @@ mode. Every trial still shows by name: the driver logs ``trial N -> slot K`` (lo
 
 A lost slot (its Python worker or executor died, its job failed) loses the one trial it held: that
 trial is run again on the next free slot (at most ``retries`` times more), and the slot's job is
-started again. A trial that raised is a failed result, never retried.
+started again. On a cluster Spark retries a failed task within its job (the driver sees the slot ask
+again with its trial unfinished); in ``local[N]`` a failed task fails its job, so a worker lost in
+the first job costs every slot of it its trial (each run again) before each slot restarts alone. A
+trial that raised is a failed result, never retried.
 
 Tasks and results cross as JSON (weights base64), like every other message on the channel.
 """
@@ -75,18 +81,19 @@ def result_from_json(body: dict[str, Any]) -> TrialResult:
 
 # --------------------------------------------------------------------------- executor side
 
-def slot_loop(channel: PruningChannel, data_name: str | None, slot: str, label: str | None,
+def slot_loop(channel: PruningChannel, data_name: str | None, slots: list[str], label: str | None,
               batches: Iterable[Any]) -> Iterator[Any]:
-    """The Spark task of one slot: ask the driver for trials and run them until it has none.
-    ``label``: the study's name, for a line per trial on the executor's stderr (``None``: no
-    line; local executors write to the user's terminal)."""
+    """The Spark task of one slot: ask the driver for trials and run them until it has none. The
+    job's input row K (one per task) makes its task slot ``slots[K]``. ``label``: the study's name,
+    for a line per trial on the executor's stderr (``None``: no line; local executors write to the
+    user's terminal)."""
     from hpsearch.backends.common import limit_threads
     from hpsearch.backends.spark import result_batch, worker_data
     from hpsearch.objective import execute
     from hpsearch.pruning import call
 
-    for _ in batches:
-        pass
+    rows = [k for batch in batches for k in batch.column(0).to_pylist()]
+    slot = slots[rows[0] if rows else 0]
     limit_threads()
     body: dict[str, Any] = {"slot": slot, "result": None}
     ran = 0
@@ -110,7 +117,7 @@ class SlotFeeder:
     """The driver's side: ``Next`` calls come in on the channel's threads (:meth:`next_trial`);
     :meth:`run` answers them on the driver's thread, pulling tasks from the sweep lazily."""
 
-    def __init__(self, start_job: Callable[[str], None], slots: int, retries: int,
+    def __init__(self, start_job: Callable[[list[str]], None], slots: int, retries: int,
                  warm: Callable[[TrialTask], None]) -> None:
         self.start_job, self.slots, self.retries, self.warm = start_job, slots, retries, warm
         self.events: queue.Queue = queue.Queue()
@@ -153,26 +160,32 @@ class _SlotRun:
         self.failures: dict[str, int] = {}     # a slot's job failures in a row, without a trial
 
     def loop(self) -> Iterator[TrialResult]:
-        for k in range(self.f.slots):
-            self._start(str(k))
+        self._start([str(k) for k in range(self.f.slots)])
         while self.alive:
             try:
-                kind, slot, payload, reply = self.f.events.get(timeout=0.5)
+                events = [self.f.events.get(timeout=0.5)]
             except queue.Empty:
                 continue
-            if kind == "next":
-                yield from self._on_next(slot, payload, reply)
-            else:
-                yield from self._on_ended(slot, payload)
+            # slots that finish together (trials of one length) wait for their next trial only
+            # while the others are asked for, not while every result before theirs is recorded
+            while True:
+                try:
+                    events.append(self.f.events.get_nowait())
+                except queue.Empty:
+                    break
+            done: list[TrialResult] = []
+            for kind, slot, payload, reply in events:
+                done += self._on_next(slot, payload, reply) if kind == "next" else self._on_ended(slot, payload)
+            yield from done
         if self.retry or not (self.exhausted or self.f.cancelled):
             raise BackendError(f"every Spark slot job failed ({self.last_error})",
                                "see the executors' logs; hpsearch --verbose shows the driver's")
 
     last_error = ""
 
-    def _start(self, slot: str) -> None:
-        self.alive.add(slot)
-        self.f.start_job(slot)
+    def _start(self, slots: list[str]) -> None:
+        self.alive.update(slots)
+        self.f.start_job(slots)
 
     def _next(self) -> TrialTask | None:
         if self.f.cancelled:
@@ -218,7 +231,7 @@ class _SlotRun:
             self.failures[slot] = self.failures.get(slot, 0) + 1
         more = self.retry or not self.exhausted
         if more and not self.f.cancelled and self.failures.get(slot, 0) <= self.f.retries:
-            self._start(slot)
+            self._start([slot])
 
     def _lost(self, task: TrialTask, why: str) -> TrialResult | None:
         """Queue ``task`` again, or its failed result when it was lost too often (or cancelled)."""
