@@ -106,7 +106,8 @@ def slot_loop(channel: PruningChannel, data_name: str | None, slots: list[str], 
         if label is not None:
             print(f"hpsearch: {label} trial {task.number} started (attempt {task.attempt + 1})",
                   file=sys.stderr, flush=True)
-        body = {"slot": slot, "result": result_json(execute(task, worker_data(data_name)))}
+        body = {"slot": slot, "result": result_json(execute(task, worker_data(data_name))),
+                "trial": [task.number, task.attempt]}
         ran += 1
     yield result_batch(ran)
 
@@ -131,7 +132,7 @@ class SlotFeeder:
         with self.lock:
             if self.closed:             # the sweep is over (or stopped): no more trials
                 return {"task": None}
-            self.events.put(("next", str(request["slot"]), request.get("result"), reply))
+            self.events.put(("next", str(request["slot"]), request, reply))
         return reply.result()
 
     # called by a slot's job thread when its job ended (``error``: why it failed, or None)
@@ -201,8 +202,16 @@ class _SlotRun:
             self.f.warm(task)
         return task
 
-    def _on_next(self, slot: str, payload: dict | None, reply: Any) -> Iterator[TrialResult]:
-        done = None
+    def _on_next(self, slot: str, request: dict, reply: Any) -> Iterator[TrialResult]:
+        done, payload = None, request.get("result")
+        held = self.held.get(slot)
+        if payload is not None and (held is None or [held.number, held.attempt] != request.get("trial")):
+            # a task its failed job left running (local[N] fails the whole job for one lost worker):
+            # the driver already counted its trial lost and runs it again, so this result is dropped
+            log.warning("slot %s: trial %s came back from a task of a failed job; its rerun counts",
+                        slot, request.get("trial"))
+            reply.set_result({"task": None})
+            return
         if payload is not None:
             done = result_from_json(payload)
             self.held.pop(slot, None)

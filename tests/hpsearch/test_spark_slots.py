@@ -66,6 +66,21 @@ class TestSlotMode(BackendContract):
         assert [(r.number, r.state, r.lost) for r in sorted(results, key=lambda r: r.number)] == \
             [(0, COMPLETE, False), (1, COMPLETE, False)]
 
+    def test_a_worker_lost_in_the_slots_job_costs_its_trials_a_retry(self, backend, spark,
+                                                                      tmp_path) -> None:
+        """Both slots start in one job; one's worker dies while the other trains: every trial still
+        completes once (in local[N] the job fails and each slot's trial runs again)."""
+        marker = str(tmp_path / "died-once")
+        tasks = [task(0, net="recipes_spark:sleepy", sleep=3.0),
+                 task(1, net="recipes_spark:once", marker=marker), task(2)]
+        with backend(2) as b:
+            results = list(b.run(tasks))
+        assert (tmp_path / "died-once").exists()
+        assert sorted((r.number, r.state, r.lost) for r in results) == \
+            [(0, COMPLETE, False), (1, COMPLETE, False), (2, COMPLETE, False)]
+        mine = [j["description"] for j in _jobs(spark) if b.tag in j.get("jobTags", [])]
+        assert "contract slots 0-1" in mine
+
     def test_a_raising_trial_is_not_retried(self, backend, spark) -> None:
         with backend(1) as b:
             results = list(b.run([task(0, net="recipes_for_tests:fragile", mode="raise"), task(1)]))
