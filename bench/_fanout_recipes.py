@@ -21,11 +21,12 @@ def _trivial_data(path=None):
 def _napping(model):
     """``model``, sleeping one second in its first backward pass: a trial (training) takes one
     second more, while building or loading the model (the MLflow Model, predict) takes none."""
-    backward, napped = model.backward, []
+    backward, napped = model.backward, [False]
 
     def napping_backward(*args, **kwargs):
-        if not napped:
-            napped.append(time.sleep(1.0))
+        if not napped[0]:
+            time.sleep(1.0)
+            napped[0] = True
         return backward(*args, **kwargs)
 
     model.backward = napping_backward
