@@ -31,6 +31,8 @@ from hpsearch.space import DefineByRun, layout
 if TYPE_CHECKING:
     import optuna
 
+    from concurrent.futures import Future
+
     from hpsearch.backends import Backend
     from hpsearch.spec import StudySpec
     from hpsearch.tracking import Tracker
@@ -340,9 +342,10 @@ class _Trials:
     """Ask and tell: the trials in flight and their retries, each verdict told and tracked, and
     the best value so far."""
 
-    def __init__(self, sweep: _Sweep, study: optuna.Study, dists: Any, tracker: Tracker) -> None:
+    def __init__(self, sweep: _Sweep, study: optuna.Study, dists: Any, tracking: Future) -> None:
         self.sweep, self.spec, self.budget = sweep, sweep.spec, sweep.budget
-        self.study, self.dists, self.tracker = study, dists, tracker
+        self.study, self.dists, self._tracking = study, dists, tracking
+        self._tracker: Tracker | None = None
         self.channel: PruningChannel | None = None   # the pruning channel, once it serves
         self.in_flight: dict[int, tuple[Any, TrialTask]] = {}
         self.retries: deque[TrialTask] = deque()
@@ -358,6 +361,17 @@ class _Trials:
                         best_value=self.best_value, best_number=self.best_number,
                         elapsed_s=time.monotonic() - b.started, eta_s=b.eta(self.sweep.parallelism),
                         metric=self.spec.objective.metric)
+
+    @property
+    def tracker(self) -> Tracker:
+        """The sweep's MLflow tracker. Its parent run starts (and earlier trials' runs are repaired)
+        on a thread of its own while the first trials run; the first verdict waits for it."""
+        if self._tracker is None:
+            tracker, fixed = self._tracking.result()
+            if fixed:
+                self.sweep.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
+            self._tracker = tracker
+        return self._tracker
 
     # ---------------------------------------------------------------- ask
 
@@ -627,15 +641,14 @@ class _Sweep:
         self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
 
     def _sweep(self, study: optuna.Study, backend: Backend, dists: Any, requeued: int) -> SweepSummary:
-        # MLflow writes the parent run while the pruning channel is checked (a Spark job that waits
-        # for the prestarted workers); no trial is asked before both are done
-        tracking = self._background("MLflow parent run started", self._start_tracker, study)
+        # MLflow writes the parent run while the pruning channel is checked and the first trials
+        # run (their verdicts wait for it: _Trials.tracker); it repairs the runs of the trials that
+        # were finished before this sweep, which no later verdict changes
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        tracking = self._background("MLflow parent run started", self._start_tracker, finished)
         with self._channel(study, backend) as channel:
             problem = self._check_channel(backend, channel)
-            tracker, fixed = tracking.result()
-            if fixed:
-                self.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
-            trials = _Trials(self, study, dists, tracker)
+            trials = _Trials(self, study, dists, tracking)
             trials.channel = channel if self.spec.pruner.name != "none" else None
             if self.spec.tracking.plots:      # the plots' imports, off the end of the sweep
                 from hpsearch.plots import preload
@@ -653,6 +666,7 @@ class _Sweep:
                     trials.abandon("interrupted (Ctrl-C or SIGTERM)")
                 raise
             finally:
+                tracker = trials.tracker
                 left = tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
                 if left:
                     self.note(f"MLflow: {left} run(s) could not be written ({tracker.down or 'down'}); "
@@ -663,13 +677,13 @@ class _Sweep:
                     log_front(tracker, study, self.spec, self.note)
         return self._summary(study, tracker.uri, tracker.parent_id, requeued, budget_met=False)
 
-    def _start_tracker(self, study: optuna.Study) -> tuple[Tracker, int]:
+    def _start_tracker(self, finished: list[optuna.trial.FrozenTrial]) -> tuple[Tracker, int]:
         """The sweep's MLflow writer with its parent run started, and how many runs of earlier
-        trials it created or repaired."""
+        (``finished``) trials it created or repaired."""
         from hpsearch.tracking import Tracker
         tracker = Tracker(self.spec, self.spec.tracking.uri)
         tracker.start_sweep({"trials": self.budget.target, "timeout_s": self.spec.budget.timeout_s})
-        return tracker, tracker.reconcile(study.get_trials(deepcopy=False))
+        return tracker, tracker.reconcile(finished)
 
     def _check_channel(self, backend: Backend, channel: PruningChannel | None) -> BaseException | None:
         """Whether the workers reach the pruning channel: what ``check_channel`` raised (Ctrl-C

@@ -381,7 +381,11 @@ class SparkBackend(Backend):
         self._slot_pool: ThreadPoolExecutor | None = None
         self._prestarted = threading.Thread(target=self._prestart_workers, daemon=True,
                                             name="hpsearch-prestart")
-        self._prestarted.start()
+        # classic local executors run the slots' job as soon as the sweep asks (no probe job before
+        # it): the job starts the workers itself, and a job to start them first would delay it
+        from hpsearch.pruning import is_loopback
+        if not (self.wants_channel and self.local and not self.connect and is_loopback(self.report_host)):
+            self._prestarted.start()
 
     def _prestart_workers(self) -> None:
         """Ship the data and start every slot's Python worker (imports, data decoded) while the
@@ -434,6 +438,8 @@ class SparkBackend(Backend):
         self._decide, self._pruning_mode, self._next_decision = decide, mode, next_decision
         if mode == "rungs":
             self._by_rungs()
+            if self._prestarted.ident is None:
+                self._prestarted.start()        # no slots after all: start the workers ahead
         return self._rungs is not None
 
     def _by_rungs(self) -> None:
@@ -459,6 +465,8 @@ class SparkBackend(Backend):
             if self.wants_channel and self._rungs is None:
                 self._slot_channel = channel
             return None
+        if self._prestarted.ident is None:
+            self._prestarted.start()
         if not required:
             return (f"Spark executors cannot reach the driver at {channel.host}:{channel.port} ({why}); "
                     "one Spark job per trial instead")

@@ -38,7 +38,7 @@ def backend(spark, data):
             self._serving = serve(never, next_trial=self.next_trial, slots=self.parallelism)
             self.check_channel(self._serving.__enter__(), required=False)
             assert self._slot_channel is not None, "slot mode (local executors: no probe)"
-            self._prestarted.join(120)   # warm workers, as the probe job (queued behind them) waited for
+            self._prestart_workers()     # warm workers, as a sweep's first trials find them
             return self
 
         def __exit__(self, *exc):

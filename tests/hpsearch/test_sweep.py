@@ -190,12 +190,16 @@ def test_hyperband_prunes_a_third_and_saves_epochs(tmp_path: Path, env: dict) ->
 @pytest.mark.slow
 def test_sigterm_fails_and_requeues_running_trials(tmp_path: Path, env: dict) -> None:
     spec = write_study(tmp_path, "term", lenet_dict(pruner="none", budget={"trials": 6}))
+    # trials of about 2 s; the first verdicts wait for MLflow's parent run (seconds, while MLflow
+    # creates its store), so the first two may come together: the signal comes a second after the
+    # first, once the next trials run
     args = [sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--set", "data.limit=1500",
-            "--set", "fixed.epochs=3"]
+            "--set", "fixed.epochs=10"]
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     while not proc.stdout.readline().startswith("trial "):
         pass
+    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again to resume" in err
