@@ -45,7 +45,7 @@ characters, out-of-vocabulary words dropped, the last `seq_len` tokens kept), 2 
 in any alphabet, out-of-vocabulary words mapped to <unk> at id 1). Measured on the Shakespeare stand-in
 (bench/text_vs_torch.py), keeping short words, numbers and words with apostrophes (hamlet's) as tokens
 cost points. A model records its pipeline (`arch["text"]`); a model without one is 1."""
-PIPELINES = (1, 2)
+PIPELINES = (1, 2, 3)
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
@@ -135,10 +135,11 @@ def drop_header(text: str) -> str:
 
 
 def doc_tokens(text: str, pipeline: int = 1) -> list[str]:
-    """The text CNN's tokens, lower-case, longer than 2 characters: pipeline 1 letters a-z only, 2 letters
-    of any alphabet. Digits and apostrophes split words (hamlet's -> hamlet)."""
+    """The text CNN's tokens, lower-case: pipeline 1 letters a-z only, 2 letters of any alphabet, both
+    longer than 2 characters; 3 as 2, of any length. Digits and apostrophes split words (hamlet's ->
+    hamlet, s in 3)."""
     words = _LETTERS.split(text.lower()) if pipeline == 1 else _WORDS.findall(text.lower())
-    return [w for w in words if len(w) > 2]
+    return [w for w in words if len(w) > (2 if pipeline < 3 else 0)]
 
 
 def build_vocab(docs: list[list[str]], max_words: int = 20000, skip_top: int = 10, unk: bool = False) -> list[str]:
@@ -274,7 +275,7 @@ def load_newsgroups(path, seq_len: int = 1000, classes=None, vocab: int = 20000,
         raise ConfigError(f"seq_len and vocab must be >= 1 and skip_top >= 0; got "
                           f"{seq_len!r}, {vocab!r}, {skip_top!r}")
     if pipeline not in PIPELINES:
-        raise ConfigError(f"pipeline must be 1 (BigDL's) or 2 (the text pipeline); got {pipeline!r}")
+        raise ConfigError(f"pipeline must be 1 (BigDL's), 2 or 3; got {pipeline!r}")
     texts, labels, names = read_newsgroups(path, classes, drop_headers)
     docs = [doc_tokens(t, pipeline) for t in texts]
     tr, va = split_indices(len(docs), val_fraction, seed)
