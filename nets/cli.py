@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="vocabulary size (textcnn 20000 + unknown; rnn 4000 + unknown)")
     text.add_argument("--skip-top", type=int, metavar="N",
                       help="textcnn: leave the N most frequent words out (0; BigDL's seed: 10)")
-    text.add_argument("--pipeline", type=int, choices=[1, 2],
-                      help="textcnn: text pipeline (2; 1: BigDL's, letters a-z only, unknown words dropped)")
+    text.add_argument("--pipeline", type=int, choices=[1, 2, 3],
+                      help="textcnn: text pipeline (2; 1: BigDL's, letters a-z only, unknown words dropped; "
+                           "3: words of any length)")
     text.add_argument("--max-len", type=int, metavar="T", help="rnn: steps per sequence (50)")
     text.add_argument("--embed", type=int, help="textcnn: embedding width without GloVe (100)")
     text.add_argument("--filters", type=int, help="textcnn: filters per convolution (128)")

@@ -181,10 +181,11 @@ def test_each_net_scores_like_nets_in_process(text_models, name: str, kind: str)
     _same(scoring.score(model, kind, values), _expected(name, model, values))
 
 
-def test_a_text_cnn_saved_before_the_new_text_pipeline_scores_as_it_did() -> None:
+@pytest.mark.parametrize("name", ["textcnn_v1", "textcnn_v2"])
+def test_a_text_cnn_saved_by_an_earlier_text_pipeline_scores_as_it_did(name: str) -> None:
     here = Path(__file__).parents[1] / "nets" / "data"
-    rec = json.loads((here / "textcnn_v1.json").read_text())
-    model = nets.load(here / "textcnn_v1.npz")
+    rec = json.loads((here / f"{name}.json").read_text())
+    model = nets.load(here / f"{name}.npz")
     assert scoring.score(model, scoring.TEXT, rec["documents"]) == rec["classes"]
 
 

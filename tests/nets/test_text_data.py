@@ -114,6 +114,8 @@ def test_pipeline_2_tokens_are_pipeline_1s_in_any_alphabet():
     assert doc_tokens(text, 2) == ["hello", "world", "test", "case", "mail", "hamlet", "na\u00efve",
                                    "\u0436\u0438\u0437\u043d\u044c"]
     assert doc_tokens(text, 1) == ["hello", "world", "test", "case", "mail", "hamlet"]
+    assert doc_tokens(text, 3) == ["hello", "world", "it", "s", "a", "nd", "test", "case", "ok", "e", "mail",
+                                   "x", "r", "hamlet", "s", "na\u00efve", "\u0436\u0438\u0437\u043d\u044c"]
 
 
 def test_unknown_words_become_unk_when_the_vocabulary_has_it():
@@ -216,7 +218,7 @@ def test_pipeline_1_is_the_seeds_text_and_other_pipelines_are_refused(tmp_path):
     assert old.info["vocab"] == words and old.info["text"] == {"pipeline": 1}
     np.testing.assert_array_equal(old.train.x, encode_docs([docs[i] for i in tr], words, 40))
     with pytest.raises(nets.ConfigError, match="pipeline must be 1"):
-        load_newsgroups(root, pipeline=3)
+        load_newsgroups(root, pipeline=4)
 
 
 def test_split_indices():

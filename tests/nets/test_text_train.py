@@ -158,16 +158,17 @@ def test_same_seed_same_weights_and_data_settings_must_match(ng):
     assert nets.train("textcnn", {**CNN, "epochs": 1}, tiny).model.vocab == data.info["vocab"]
 
 
-def test_model_saved_before_the_new_text_pipeline_encodes_and_predicts_as_it_did():
-    """tests/nets/data/textcnn_v1.npz was saved by the text pipeline of issue 16's start (letters only,
-    out-of-vocabulary words dropped, last tokens kept); the .json holds what it gave then."""
+@pytest.mark.parametrize("name,text", [("textcnn_v1", None), ("textcnn_v2", {"pipeline": 2})])
+def test_model_saved_by_an_earlier_text_pipeline_encodes_and_predicts_as_it_did(name, text):
+    """textcnn_v1.npz was saved by the text pipeline of issue 16's start (letters only, out-of-vocabulary
+    words dropped, last tokens kept), textcnn_v2.npz by pipeline 2 (<unk>); the .json holds what each gave."""
     here = Path(__file__).parent / "data"
-    rec = json.loads((here / "textcnn_v1.json").read_text())
-    model = nets.load(here / "textcnn_v1.npz")
+    rec = json.loads((here / f"{name}.json").read_text())
+    model = nets.load(here / f"{name}.npz")
+    assert model.arch.get("text") == text
     ids = encode_texts(rec["documents"], model.vocab, model.input_shape[0], model.arch.get("text"))
     np.testing.assert_array_equal(ids, rec["ids"])
     np.testing.assert_allclose(model.predict(ids), rec["log_probs"], rtol=1e-5, atol=1e-6)
-    assert "text" not in model.arch
 
 
 def test_a_model_records_its_text_pipeline_and_encodes_new_text_with_it(ng, tmp_path):
