@@ -126,6 +126,7 @@ class Writer:
         self.down = False
         self.error = ""
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._first: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()   # ahead of records
         self._deadline: float | None = None
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hpsearch-mlflow", daemon=True)
@@ -146,6 +147,12 @@ class Writer:
     def send(self, record: dict[str, Any], weights: bytes | None = None) -> None:
         """Queue a spooled ``record`` for the thread."""
         self._queue.put((record, weights))
+
+    def first(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the thread before any record queued after or before it that is not yet
+        being written (a trial's run created while the trial runs); it must not raise."""
+        self._first.put(call)
+        self._queue.put(_FIRST)
 
     def trip(self, exc: BaseException) -> None:
         """The driver's own MLflow call failed: MLflow is down until the thread writes again."""
@@ -173,7 +180,12 @@ class Writer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            if not self._stopping:
+            while not self._stopping:
+                try:
+                    self._first.get_nowait()()
+                except queue.Empty:
+                    break
+            if item is not _FIRST and not self._stopping:
                 self._write(*item)
 
     def _write(self, record: dict[str, Any], weights: bytes | None) -> None:
@@ -202,6 +214,9 @@ class Writer:
     def _left(self) -> float:
         """Seconds until the deadline (infinite before close())."""
         return float("inf") if self._deadline is None else self._deadline - time.monotonic()
+
+
+_FIRST = ("first",)     # a queue entry that only wakes the thread for the calls of Writer.first
 
 
 def _permanent(exc: BaseException) -> bool:

@@ -346,6 +346,7 @@ class _Trials:
         self.sweep, self.spec, self.budget = sweep, sweep.spec, sweep.budget
         self.study, self.dists, self._tracking = study, dists, tracking
         self._tracker: Tracker | None = None
+        self._unopened: list[tuple[int, float]] = []   # trials asked before the tracker was ready
         self.channel: PruningChannel | None = None   # the pruning channel, once it serves
         self.in_flight: dict[int, tuple[Any, TrialTask]] = {}
         self.retries: deque[TrialTask] = deque()
@@ -371,7 +372,17 @@ class _Trials:
             if fixed:
                 self.sweep.note(f"MLflow: {fixed} run(s) of earlier trials created or repaired")
             self._tracker = tracker
+            for number, asked in self._unopened:
+                tracker.open_trial_run(number, asked)
         return self._tracker
+
+    def _open(self, number: int) -> None:
+        """Trial ``number``'s MLflow run, created by the writer while the trial runs (once the
+        tracker is ready)."""
+        if self._tracker is None and not self._tracking.done():
+            self._unopened.append((number, time.time()))
+        else:
+            self.tracker.open_trial_run(number, time.time())
 
     # ---------------------------------------------------------------- ask
 
@@ -393,6 +404,7 @@ class _Trials:
                          epochs=spec.epochs, data_path=spec.data.path, data_limit=spec.data.limit,
                          channel=self.channel, per_layer=self.sweep.per_layer)
         self.in_flight[trial.number] = (trial, task)
+        self._open(trial.number)
         try:
             task = replace(task, params=suggest(trial, self.sweep.space))
         except Exception as exc:  # noqa: BLE001 - a user's define-by-run space

@@ -8,10 +8,12 @@ the trained weights (``model/model.npz``, a ``nets.save`` file, and an MLflow Mo
 :mod:`hpsearch.mlflow_model`) when it was the best so far. The experiment is tagged as a
 machine-learning one (``mlflow.experimentKind``), and the data set is a dataset input of every run.
 
-Cost on the driver's loop, per trial verdict: one call (``create_run`` with the run's tags, so
-Optuna records the run id); the rest (one ``log_batch`` with params, every epoch's metrics and the
+Cost on the driver's loop, per trial: no MLflow call. One background thread
+(:mod:`hpsearch.mlflow_writer`) creates the trial's run (``create_run`` with its tags) while the trial
+runs, so that its verdict has the id for Optuna (``mlflow_run_id``) and MLflow shows the trial
+RUNNING meanwhile; the verdict's record (one ``log_batch`` with params, every epoch's metrics and the
 tags; the dataset input; artifacts and the MLflow Model; ``set_terminated``) is spooled and written
-by one background thread (:mod:`hpsearch.mlflow_writer`), which retries while MLflow is down.
+by the same thread, which retries while MLflow is down.
 
 Every finished Optuna trial gets exactly one child run: :meth:`Tracker.reconcile` writes what the
 spool still holds and repairs what a killed driver left behind (runs still RUNNING, finished trials
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -44,6 +47,9 @@ TAG_STATE = "hpsearch.state"
 TAG_REASON = "hpsearch.fail_reason"
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"       # MLflow 3's UI opens such an experiment on its
 CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"  # runs table (no experiment-type prompt)
+RUN_WAIT_S = 5.0
+"""How long a trial's verdict waits for its run, made while it ran, before it is told without the
+run's id (the writer is busy with an earlier record, an MLflow Model say)."""
 END_GRACE_S = 60.0
 """At a sweep's end, how long the driver waits for a tracking server that is down before it leaves
 the unwritten runs in the spool for the next run."""
@@ -144,6 +150,8 @@ class Tracker:
         self.dataset: Any = None             # the sweep's DatasetInput (start_sweep)
         self.best_model_id: str | None = None
         self.run_ids: dict[int, str] = {}    # trial number -> its run, as written by this tracker
+        self._opening: set[int] = set()      # runs open_trial_run is still creating
+        self._opened = threading.Condition()
         self._writer: Writer | None = None   # the sweep's background writer (start_sweep)
         self._spool: Spool | None = None
         self.last_error = ""
@@ -301,10 +309,41 @@ class Tracker:
         return {**parent, TAG_STUDY: self.spec.name, TAG_KIND: "trial", TAG_TRIAL: str(number),
                 "mlflow.runName": f"trial-{number}"}
 
+    def open_trial_run(self, number: int, started: float) -> None:
+        """Create trial ``number``'s child run (status RUNNING, with its tags) on the writer's
+        thread, ahead of the records, while the trial runs: its verdict finds the run's id without
+        waiting for MLflow (:meth:`create_trial_run`). Nothing while MLflow is down."""
+        writer = self._writer
+        if writer is None or writer.down:
+            return
+        with self._opened:
+            self._opening.add(number)
+
+        def create() -> None:
+            try:
+                run = self.client.create_run(self.experiment_id, start_time=int(started * 1000),
+                                             tags=self._trial_tags(number))
+                self.run_ids[number] = run.info.run_id
+            except Exception as exc:  # noqa: BLE001 - MLflow down: the trial's record creates it
+                writer.trip(exc)
+            finally:
+                with self._opened:
+                    self._opening.discard(number)
+                    self._opened.notify_all()
+        writer.first(create)
+
     def create_trial_run(self, number: int, started: float | None = None) -> str | None:
         """A finished trial's child run (status RUNNING), created with its tags in one call so that
-        Optuna records its id (``mlflow_run_id``). None while MLflow is down (the writer creates it
-        later, and the trial's record then has no run id). Never raises in a sweep."""
+        Optuna records its id (``mlflow_run_id``): the run :meth:`open_trial_run` made (waited for
+        at most :data:`RUN_WAIT_S`), else one made now. None while MLflow is down or the writer is
+        still busy with the run (the writer writes the record to it, and the trial's record then
+        has no run id). Never raises in a sweep."""
+        with self._opened:
+            self._opened.wait_for(lambda: number not in self._opening, RUN_WAIT_S)
+            if number in self.run_ids:
+                return self.run_ids[number]
+            if number in self._opening:
+                return None
         if self._writer is not None and self._writer.down:
             return None
         start = int(started * 1000) if started else None

@@ -68,6 +68,27 @@ def test_a_run_created_whose_metrics_failed_is_completed_not_duplicated(tracker)
     assert len(tracker.client.get_metric_history(run_id, "loss")) == 3
 
 
+def test_a_trial_run_opened_at_ask_is_running_until_its_verdict_and_used_by_it(tracker) -> None:
+    """The writer creates the run while the trial runs, ahead of the records queued before it; the
+    verdict gets that run's id (no second run)."""
+    import threading
+    gate = threading.Event()
+    tracker._writer.first(gate.wait)                 # the writer is busy with something earlier
+    tracker.log_trial(None, {"lr": 0.03}, _result(2))()     # a record queued before the ask
+    tracker.open_trial_run(3, 1_700_000_000.0)
+    assert tracker.create_trial_run(4) is not None   # never opened: made on this thread
+    gate.set()
+    run_id = tracker.create_trial_run(3)             # waits for the writer's create
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["mlflow.runName"] == "trial-3"
+    assert run.info.start_time == 1_700_000_000_000  # the writer's run, started when it was asked
+    tracker.log_trial(run_id, {"lr": 0.04}, _result(3))()
+    tracker.end_sweep(None, {"complete": 2})
+    runs = {r.data.tags["hpsearch.trial_number"]: r for r in _children(tracker)}
+    assert sorted(runs) == ["2", "3", "4"] and runs["3"].info.run_id == run_id
+    assert runs["3"].info.status == runs["2"].info.status == "FINISHED"
+
+
 def test_the_spool_keeps_records_until_done_and_then_goes(tmp_path: Path) -> None:
     d = spool_dir(f"sqlite:///{tmp_path / 's.optuna.db'}", "s")
     assert d == tmp_path / "s.optuna.db.mlflow-spool"
