@@ -530,14 +530,21 @@ class SparkBackend(Backend):
 
     def _run_slots(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         self._ship()
+        self._end_slot_jobs()    # a run before this one: its jobs end first
         self._slot_pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix="hpsearch-slot")
         try:
             yield from self._feeder.run(tasks)
         except BaseException:
             self.cancel()        # Ctrl-C or an abandoned sweep: stop the slots' jobs now
+            self._end_slot_jobs()
             raise
-        finally:
-            self._slot_pool.shutdown(wait=True)
+        # every trial is back and each slot told there is no more: its job ends meanwhile, and
+        # close() (or the next run) waits for it
+
+    def _end_slot_jobs(self) -> None:
+        pool, self._slot_pool = self._slot_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _run_jobs(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         it = iter(tasks)
@@ -581,3 +588,4 @@ class SparkBackend(Backend):
         if self._prestarted.is_alive():        # the sweep ended before its workers were ready
             self._tags.cancel()
             self._prestarted.join(10)
+        self._end_slot_jobs()

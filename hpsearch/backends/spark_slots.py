@@ -141,6 +141,8 @@ class SlotFeeder:
 
     def run(self, tasks: Iterable[TrialTask]) -> Iterator[TrialResult]:
         """Run ``tasks`` on the slots; yields each result as it comes in (see the module doc)."""
+        while not self.events.empty():   # a run before this one: its slot jobs' ends
+            self.events.get_nowait()
         run = _SlotRun(self, iter(tasks))
         self.closed = False
         try:
@@ -162,7 +164,9 @@ class _SlotRun:
 
     def loop(self) -> Iterator[TrialResult]:
         self._start([str(k) for k in range(self.f.slots)])
-        while self.alive:
+        # until every trial is back: slots still in their job are then told there is no more
+        # (drain), and the backend waits for their jobs to end while the sweep records its end
+        while self.alive and (self.held or self.retry or not (self.exhausted or self.f.cancelled)):
             try:
                 events = [self.f.events.get(timeout=0.5)]
             except queue.Empty:
