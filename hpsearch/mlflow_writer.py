@@ -149,8 +149,8 @@ class Writer:
         self._queue.put((record, weights))
 
     def first(self, call: Callable[[], None]) -> None:
-        """Run ``call`` on the thread before any record queued after or before it that is not yet
-        being written (a trial's run created while the trial runs); it must not raise."""
+        """Run ``call`` on the thread ahead of every record not yet being written (a trial's run,
+        created while the trial runs); it must not raise."""
         self._first.put(call)
         self._queue.put(_FIRST)
 

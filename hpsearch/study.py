@@ -502,7 +502,7 @@ class _Trials:
             result = TrialResult(task.trial_id, number, FAILED, reason=f"{reason}; params re-queued",
                                  started=time.time())
             trial.set_user_attr(REQUEUED, True)
-            run_id = self.tracker.create_trial_run(number)
+            run_id = self.tracker.create_trial_run(number, wait_s=0.0)   # a stop does not wait
             send = self.tracker.log_trial(run_id, task.train_params(), result)
             self._tell(trial, result, run_id)
             send()

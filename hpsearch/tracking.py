@@ -332,14 +332,15 @@ class Tracker:
                     self._opened.notify_all()
         writer.first(create)
 
-    def create_trial_run(self, number: int, started: float | None = None) -> str | None:
+    def create_trial_run(self, number: int, started: float | None = None,
+                         wait_s: float = RUN_WAIT_S) -> str | None:
         """A finished trial's child run (status RUNNING), created with its tags in one call so that
         Optuna records its id (``mlflow_run_id``): the run :meth:`open_trial_run` made (waited for
-        at most :data:`RUN_WAIT_S`), else one made now. None while MLflow is down or the writer is
+        at most ``wait_s``), else one made now. None while MLflow is down or the writer is
         still busy with the run (the writer writes the record to it, and the trial's record then
         has no run id). Never raises in a sweep."""
         with self._opened:
-            self._opened.wait_for(lambda: number not in self._opening, RUN_WAIT_S)
+            self._opened.wait_for(lambda: number not in self._opening, wait_s)
             if number in self.run_ids:
                 return self.run_ids[number]
             if number in self._opening:
