@@ -238,9 +238,12 @@ def test_sigterm_inside_a_scheduled_sweep_exits_0_and_leaves_no_trial_running(
         tmp_path: Path, env: dict) -> None:
     spec_path = write_study(tmp_path, "term", lenet_dict(pruner="none", budget={"trials": 50}))
     proc, lines = _start(["schedule", str(spec_path), "--cron", EVERY_SECOND, "--trials-per-run", "6",
-                          "--set", "data.limit=1500", "--set", "fixed.epochs=3"], env, tmp_path)
+                          "--set", "data.limit=1500", "--set", "fixed.epochs=10"], env, tmp_path)
     try:
-        lines.wait_for("trial ")                          # one trial finished, others running
+        # the first verdicts wait for MLflow's parent run, so the first two may come together:
+        # the signal comes a second after the first, once the next trials run (about 2 s each)
+        lines.wait_for("trial ")
+        time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
