@@ -383,8 +383,7 @@ class SparkBackend(Backend):
                                             name="hpsearch-prestart")
         # classic local executors run the slots' job as soon as the sweep asks (no probe job before
         # it): the job starts the workers itself, and a job to start them first would delay it
-        from hpsearch.pruning import is_loopback
-        if not (self.wants_channel and self.local and not self.connect and is_loopback(self.report_host)):
+        if not (self.wants_channel and self._dials_itself(self.report_host)):
             self._prestarted.start()
 
     def _prestart_workers(self) -> None:
@@ -396,6 +395,11 @@ class SparkBackend(Backend):
                          tasks=self.slots)
         except Exception as exc:  # noqa: BLE001 - only a head start: trials report real problems
             log.info("starting the Python workers ahead failed: %s", job_error(exc))
+
+    def _dials_itself(self, host: str) -> bool:
+        """Classic local executors (threads of this process's JVM) dialling a loopback ``host``:
+        nothing can be in the way (a Connect server that looks local may be a forwarded port)."""
+        return self.local and not self.connect and _loopback(host)
 
     def _executors_here(self) -> bool:
         if self.connect:
@@ -457,8 +461,7 @@ class SparkBackend(Backend):
         saying so), else BackendError. No probe where nothing can be in the way: classic local
         executors (threads of this process's JVM) dialling the loopback address the driver itself
         listens on (a Connect server that looks local may still be a container's forwarded port)."""
-        from hpsearch.pruning import is_loopback
-        certain = self.local and not self.connect and channel.listens and is_loopback(channel.host)
+        certain = channel.listens and self._dials_itself(channel.host)
         why = None if certain else \
             self.collect(functools.partial(_probe, channel), f"{self.study_name} channel check")[0]
         if why is None:
