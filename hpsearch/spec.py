@@ -144,6 +144,7 @@ class TrackingSpec:
     log_weights: bool = True
     plots: bool = True                  # PNG plots of the study on each sweep's parent run
     register: str | None = None         # registered model: each sweep's new best a version
+    end_wait: float = 60.0              # s a sweep's end waits for a tracking server that is down
 
 
 @dataclass(frozen=True)
@@ -1201,17 +1202,19 @@ def _budget(ck: _Checker, value: Any) -> BudgetSpec:
     d = ck.mapping(value, ("budget",), ("trials", "timeout"),
                    example="write budget: {trials: 20} or budget: {timeout: 30m}")
     trials = None if d.get("trials") is None else ck.integer(d["trials"], ("budget", "trials"), minimum=1)
-    timeout = None
-    if d.get("timeout") is not None:
-        try:
-            timeout = parse_duration(d["timeout"])
-        except ValueError as exc:
-            why = "" if str(exc) == "not a duration" else f" ({exc})"
-            ck.fail(("budget", "timeout"), f"{_show(d['timeout'])} is not a duration{why}",
-                    "write e.g. 90s, 30m, 2h, 1h30m or a number of seconds")
+    timeout = None if d.get("timeout") is None else _duration(ck, d["timeout"], ("budget", "timeout"))
     if trials is None and timeout is None:
         ck.fail(("budget",), "needs trials or timeout (or both)", "write e.g. budget: {trials: 20}")
     return BudgetSpec(trials, timeout)
+
+
+def _duration(ck: _Checker, value: Any, path: tuple[str, ...]) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        why = "" if str(exc) == "not a duration" else f" ({exc})"
+        ck.fail(path, f"{_show(value)} is not a duration{why}",
+                "write e.g. 90s, 30m, 2h, 1h30m or a number of seconds")
 
 
 def _execution(ck: _Checker, value: Any) -> ExecutionSpec:
@@ -1320,7 +1323,8 @@ _TRACKING_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "
 def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
     if value is None:
         return TrackingSpec()
-    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights", "plots", "register"))
+    d = ck.mapping(value, ("tracking",), ("uri", "experiment", "log_weights", "plots", "register",
+                                          "end_wait"))
     uri = ck.string(d.get("uri"), ("tracking", "uri"), optional=True)
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if uri and ":" in uri else ""
     if uri and scheme not in _TRACKING_SCHEMES and not Path(uri).is_absolute():
@@ -1332,6 +1336,8 @@ def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
         log_weights=ck.boolean(d.get("log_weights", True), ("tracking", "log_weights")),
         plots=ck.boolean(d.get("plots", True), ("tracking", "plots")),
         register=_register_name(ck, d.get("register"), d.get("log_weights", True)),
+        end_wait=(0.0 if d.get("end_wait") in (0, "0", "0s") else 60.0 if d.get("end_wait") is None
+                  else _duration(ck, d["end_wait"], ("tracking", "end_wait"))),
     )
 
 

@@ -50,9 +50,6 @@ CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"  # runs table (no experime
 RUN_WAIT_S = 5.0
 """How long a trial's verdict waits for its run, made while it ran, before it is told without the
 run's id (the writer is busy with an earlier record, an MLflow Model say)."""
-END_GRACE_S = 60.0
-"""At a sweep's end, how long the driver waits for a tracking server that is down before it leaves
-the unwritten runs in the spool for the next run."""
 
 
 @contextmanager
@@ -234,7 +231,7 @@ class Tracker:
                   status: str = "FINISHED", weights: bytes | None = None) -> int:
         """Best value and params, trial counts, the best weights and the plots on the parent run,
         written after every queued trial record. While MLflow is down it waits at most
-        :data:`END_GRACE_S` (none when the sweep was stopped); returns how many records are left
+        ``tracking.end_wait`` (none when the sweep was stopped); returns how many records are left
         in the spool for the next run."""
         if self.parent_id is None or self._writer is None:     # start_sweep failed, or never ran
             if self._writer is not None:
@@ -259,7 +256,7 @@ class Tracker:
         self._writer.put(record, weights)
         writer, self._writer = self._writer, None
         try:
-            return writer.close(END_GRACE_S if status == "FINISHED" else 0.0)
+            return writer.close(self.spec.tracking.end_wait if status == "FINISHED" else 0.0)
         finally:
             self.last_error = writer.error if writer.down else ""
             self._env.close()

@@ -164,7 +164,8 @@ def test_mlflow_server_killed_mid_sweep_and_restarted(server: Server, tmp_path: 
 def test_mlflow_down_at_the_end_is_written_by_the_rerun(server: Server, tmp_path: Path, env: dict) -> None:
     db = tmp_path / "rerun.optuna.db"            # SQLite: the test counts verdicts in it
     spec = write_study(tmp_path, "rerun", lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
-                                                     execution={"backend": "local", "parallelism": 1}))
+                                                     execution={"backend": "local", "parallelism": 1},
+                                                     tracking={"end_wait": "5s"}))   # not 60 s
     env = {**env, "MLFLOW_TRACKING_URI": server.url}
     sweep = _sweep(spec, env, tmp_path)
     try:

@@ -87,6 +87,7 @@ CASES = [
     ("unreadable-data", _set("data.path", "."), "data.path", "cannot read"),
     ("negative-trials", _set("budget.trials", -3), "budget.trials", "must be >= 1"),
     ("bad-duration", _set("budget.timeout", "30 minutes"), "budget.timeout", "not a duration"),
+    ("bad-end-wait", _set("tracking", {"end_wait": "-5s"}), "tracking.end_wait", "not a duration"),
     ("no-budget", _set("budget", {}), "budget", "needs trials or timeout"),
     ("bad-metric", _set("objective.metric", "val_acc"), "objective.metric", "does not produce 'val_acc'"),
     ("direction-contradicts", _set("objective.direction", "maximize"), "objective.direction",
