@@ -47,6 +47,32 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 24
                           capture_output=True, text=True, timeout=timeout)
 
 
+def signal_while_a_trial_runs(proc: subprocess.Popen, sig: int, storage: str, study: str,
+                              fresh_s: float = 0.3, timeout: float = 240) -> None:
+    """Send ``sig`` to ``proc`` once ``study`` holds a finished trial and one that started less
+    than ``fresh_s`` ago (trials of seconds: it still runs when the signal lands). Not a timer after an output line:
+    the first verdicts wait for MLflow's parent run, and trials started together end together."""
+    import time
+    from datetime import datetime
+
+    from hpsearch.storage import load_existing_study
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the sweep ended before it could be signalled"
+        try:
+            trials = load_existing_study(storage, study).get_trials(deepcopy=False)
+        except Exception:  # noqa: BLE001 - no study yet
+            trials = []
+        now = datetime.now()
+        if any(t.state.is_finished() for t in trials) and any(
+                t.state.name == "RUNNING" and t.datetime_start is not None
+                and (now - t.datetime_start).total_seconds() < fresh_s for t in trials):
+            proc.send_signal(sig)
+            return
+        time.sleep(0.05)
+    raise AssertionError("no trial started in time")
+
+
 def interrupt_after_first_trial(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float, str]:
     """Start ``python -m hpsearch.cli ARGS``, send SIGINT a second after its first trial line;
     returns (exit code, seconds from the signal to the exit, output)."""

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import hpsearch
-from conftest import REPO, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import REPO, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs, write_study
 from hpsearch.cli import cli
 from hpsearch.schedule import DONE, FAILED, SKIPPED, Scheduler, lock_holder
 from hpsearch.storage import open_storage
@@ -238,19 +238,15 @@ def test_sigterm_inside_a_scheduled_sweep_exits_0_and_leaves_no_trial_running(
         tmp_path: Path, env: dict) -> None:
     spec_path = write_study(tmp_path, "term", lenet_dict(pruner="none", budget={"trials": 50}))
     proc, lines = _start(["schedule", str(spec_path), "--cron", EVERY_SECOND, "--trials-per-run", "6",
-                          "--set", "data.limit=1500", "--set", "fixed.epochs=10"], env, tmp_path)
+                          "--set", "data.limit=1500", "--set", "fixed.epochs=30"], env, tmp_path)
     try:
-        # the first verdicts wait for MLflow's parent run, so the first two may come together:
-        # the signal comes a second after the first, once the next trials run (about 2 s each)
-        lines.wait_for("trial ")
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
+        spec = hpsearch.load_spec(spec_path)
+        signal_while_a_trial_runs(proc, signal.SIGTERM, spec.storage, "term")   # trials of about 3 s
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         proc.kill()
     assert "stopped: 0 sweep(s) finished" in lines.rest()
 
-    spec = hpsearch.load_spec(spec_path)
     trials = optuna.load_study(study_name="term", storage=open_storage(spec.storage, create=True)).trials
     assert not [t for t in trials if t.state.name == "RUNNING"]
     assert sum(t.state.name == "COMPLETE" for t in trials) >= 1   # finished trials are kept

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from hpsearch.storage import default_storage, load_existing_study
 
-from conftest import STUDIES, TINY, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import STUDIES, TINY, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs, write_study
 
 
 def _study(tmp_path: Path, name: str = "lenet") -> optuna.Study:
@@ -190,17 +190,12 @@ def test_hyperband_prunes_a_third_and_saves_epochs(tmp_path: Path, env: dict) ->
 @pytest.mark.slow
 def test_sigterm_fails_and_requeues_running_trials(tmp_path: Path, env: dict) -> None:
     spec = write_study(tmp_path, "term", lenet_dict(pruner="none", budget={"trials": 6}))
-    # trials of about 2 s; the first verdicts wait for MLflow's parent run (seconds, while MLflow
-    # creates its store), so the first two may come together: the signal comes a second after the
-    # first, once the next trials run
+    # trials of about 3 s: the signal comes while one has just started
     args = [sys.executable, "-m", "hpsearch.cli", "run", str(spec), "--set", "data.limit=1500",
-            "--set", "fixed.epochs=10"]
+            "--set", "fixed.epochs=30"]
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    while not proc.stdout.readline().startswith("trial "):
-        pass
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    signal_while_a_trial_runs(proc, signal.SIGTERM, default_storage(tmp_path, "term"), "term")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again to resume" in err
 
