@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database) if database and database != ":memory:" else None
 
 
+_TUNED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def tune_sqlite(engine: Engine) -> None:
     """WAL journal and synchronous=NORMAL for one of hpsearch's own SQLite engines (the Optuna
     study; MLflow's store, see :class:`hpsearch.tracking.Tracker`): a commit costs a fraction of a
@@ -71,7 +75,16 @@ def tune_sqlite(engine: Engine) -> None:
     if engine.dialect.name != "sqlite" or event.contains(engine, "connect", _sqlite_pragmas):
         return
     event.listen(engine, "connect", _sqlite_pragmas)
+    _TUNED.add(engine)
     engine.dispose()   # connections opened before the listener reconnect with the pragmas
+
+
+def close_sqlite() -> None:
+    """Close the pooled connections of the engines :func:`tune_sqlite` tuned (they stay usable):
+    the last connection to a file folds its WAL back in, so no ``-wal``/``-shm`` file is left
+    beside it when the process ends without the interpreter's teardown (``hpsearch`` does)."""
+    for engine in list(_TUNED):
+        engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -149,6 +149,7 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
                         "pass space=... to run_study, or add search_space to the file")
     from hpsearch.scoped import quiet_libraries
     sweep = _Sweep(spec, space, observer or Observer(), spark)
+    sweep.start()         # Spark starts before quiet_libraries imports MLflow (1.4 s here)
     with quiet_libraries():
         return sweep.run(extend)
 
@@ -528,6 +529,13 @@ class _Sweep:
         self.per_layer = layout(spec.space) if space is None else ()
         self.phases = Phases()
         self._tracking: Any = None   # a future: the tracking server checked, MLflow imported
+        self._session: Any = None    # a future: the SparkSession (start)
+
+    def start(self) -> None:
+        """Check that the spec can run, then start the SparkSession it needs (in the background)."""
+        self.phases.mark("sweep started")
+        self.spec.check_runnable()
+        self._session = self._start_spark()
 
     def note(self, text: str, once: bool = False) -> None:
         if not (once and text in self.notes):
@@ -542,9 +550,7 @@ class _Sweep:
         from hpsearch.space import Conditional, distributions, is_conditional
         from hpsearch.tracking import prepare_tracking
         spec = self.spec
-        self.phases.mark("sweep started")
-        spec.check_runnable()
-        session = self._start_spark()          # the session starts while the data is read
+        session = self._session                # it starts while the data is read
         with self.phases.timed("data"):
             recipe = resolve_recipe(spec.net)
             data = load_spec_data(spec, recipe)
