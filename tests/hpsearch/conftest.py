@@ -50,8 +50,9 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 24
 def signal_while_a_trial_runs(proc: subprocess.Popen, sig: int, storage: str, study: str,
                               fresh_s: float = 0.3, timeout: float = 240) -> None:
     """Send ``sig`` to ``proc`` once ``study`` holds a finished trial and one that started less
-    than ``fresh_s`` ago (trials of seconds: it still runs when the signal lands). Not a timer after an output line:
-    the first verdicts wait for MLflow's parent run, and trials started together end together."""
+    than ``fresh_s`` ago (trials of seconds: it still runs when the signal lands). Not a timer
+    after an output line: the first verdicts wait for MLflow's parent run, and trials started
+    together end together."""
     import time
     from datetime import datetime
 
