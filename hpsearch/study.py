@@ -265,7 +265,7 @@ def process_started() -> float:
 
 
 class Phases:
-    """When each start-up step of a sweep ended, in seconds since the sweep began, or since
+    """When each step of a sweep ended (start-up and end), in seconds since the sweep began, or since
     :attr:`origin` when set (the CLI sets it to the process start) (``--verbose`` prints them as
     they come: logger ``hpsearch.phases`` at INFO)."""
 
@@ -621,7 +621,8 @@ class _Sweep:
             with driver_lock(study):
                 return self._run_locked(study, backend, dists, extend)
         finally:
-            backend.close()
+            with self.phases.timed("backend closed"):
+                backend.close()
 
     def _run_locked(self, study: optuna.Study, backend: Backend, dists: Any,
                     extend: int | None) -> SweepSummary:
@@ -684,8 +685,11 @@ class _Sweep:
                     trials.abandon("interrupted (Ctrl-C or SIGTERM)")
                 raise
             finally:
+                self.phases.mark("last trial back")
                 tracker = trials.tracker
-                left = tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
+                tracker.on_plots = lambda took: self.phases.mark("plots drawn", took)
+                with self.phases.timed("MLflow written"):
+                    left = tracker.end_sweep(_best(study), self.budget.counts, status, trials.best_weights)
                 if left:
                     self.note(f"MLflow: {left} run(s) could not be written ({tracker.down or 'down'}); "
                               f"they wait in {tracker.spool.dir}: the next `hpsearch run` of this study "

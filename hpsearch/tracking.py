@@ -152,6 +152,7 @@ class Tracker:
         self._writer: Writer | None = None   # the sweep's background writer (start_sweep)
         self._spool: Spool | None = None
         self.last_error = ""
+        self.on_plots: Callable[[float], None] | None = None   # told how long the plots took
         self._env = ExitStack()              # QUICK_HTTP, for the sweep
         # MLflow prints "View run ... at: URL" for every run it ends on a server, the URL with any
         # password it carries; hpsearch prints its own (masked) line instead
@@ -280,7 +281,10 @@ class Tracker:
                 if self.best_model_id and rec["best"] and self.spec.tracking.register:
                     self._register(pid, *rec["best"])
         if rec.get("plots"):
+            t = time.perf_counter()
             self._log_plots(pid)
+            if self.on_plots is not None:
+                self.on_plots(time.perf_counter() - t)
         self.client.set_terminated(pid, status=rec["status"], end_time=rec["end"])
 
     def _log_plots(self, pid: str) -> None:

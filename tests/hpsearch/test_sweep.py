@@ -213,7 +213,7 @@ def test_sigterm_fails_and_requeues_running_trials(tmp_path: Path, env: dict) ->
     assert sum(t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued") for t in trials) == 6
 
 
-def test_verbose_prints_the_start_up_phases_from_the_process_start(tmp_path: Path, env: dict) -> None:
+def test_verbose_prints_the_phases_from_the_process_start(tmp_path: Path, env: dict) -> None:
     import re
     spec = write_study(tmp_path, "phases", lenet_dict(budget={"trials": 2}, fixed={"epochs": 2}))
     t0 = time.perf_counter()
@@ -224,8 +224,12 @@ def test_verbose_prints_the_start_up_phases_from_the_process_start(tmp_path: Pat
           re.finditer(r"^phase\s+([\d.]+) s\s+(.+?)(?: \(took [\d.]+ s\))?$", proc.stderr, re.M)}
     steps = ["sweep started", "data", "MLflow checked", "backend ready", "study open",
              "pruning channel checked", "MLflow parent run started", "first trial dispatched",
-             "first trial started (on its worker)"]
+             "first trial started (on its worker)", "last trial back", "plots drawn", "MLflow written",
+             "backend closed"]
     assert set(steps) <= set(at), proc.stderr
     # counted from the process start: the imports and the spec come before the sweep
     assert 0 < at["sweep started"] <= at["data"] <= at["study open"] < at["first trial dispatched"]
     assert at["first trial dispatched"] <= at["first trial started (on its worker)"] < wall
+    # the end: every trial back, then MLflow's last records (the plots among them), then the backend
+    assert at["first trial started (on its worker)"] < at["last trial back"] <= at["plots drawn"]
+    assert at["plots drawn"] <= at["MLflow written"] <= at["backend closed"] < wall
