@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -92,6 +93,17 @@ def interrupt_after_first_trial(args: list[str], env: dict[str, str], cwd: Path)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     return proc.returncode, time.monotonic() - t0, out
+
+
+def stored_study(tmp_path: Path, name: str = "lenet") -> Any:
+    """The optuna.Study ``name`` from its default store beside a study file in ``tmp_path``."""
+    from hpsearch.storage import default_storage, load_existing_study
+    return load_existing_study(default_storage(tmp_path, name), name)
+
+
+def trial_runs(runs: list) -> list:
+    """The trials' MLflow runs among ``runs`` (not the sweeps' parent runs)."""
+    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
 
 
 def mlflow_runs(tmp_path: Path, experiment: str) -> list:

@@ -10,14 +10,22 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.storage import default_storage, load_existing_study
 
 from backend_contract import BackendContract, task
-from conftest import HERE, REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import (
+    HERE,
+    REPO,
+    interrupt_after_first_trial,
+    lenet_dict,
+    mlflow_runs,
+    run_cli,
+    stored_study,
+    trial_runs,
+    write_study,
+)
 from connect_server import ConnectServer
 from hpsearch.records import COMPLETE, FAILED
 
@@ -108,14 +116,6 @@ class TestConnectBackend(BackendContract):
         assert [r.reason for r in results] == ["cancelled", "cancelled"]
 
 
-def _study(tmp_path: Path, name: str) -> optuna.Study:
-    return load_existing_study(default_storage(tmp_path, name), name)
-
-
-def _children(runs: list) -> list:
-    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
-
-
 def test_lenet_study_over_connect_from_the_cli(tmp_path: Path, env: dict, server) -> None:
     spec = tmp_path / "lenet.yaml"
     spec.write_text((REPO / "studies" / "lenet.yaml").read_text())   # as shipped: Hyperband
@@ -124,11 +124,11 @@ def test_lenet_study_over_connect_from_the_cli(tmp_path: Path, env: dict, server
     assert proc.returncode == 0, proc.stderr + proc.stdout
     runs = mlflow_runs(tmp_path, "lenet")
     parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
-    children = _children(runs)
+    children = trial_runs(runs)
     assert len(parents) == 1 and len(children) == 8
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    trials = {t.number: t for t in _study(tmp_path, "lenet").trials}
+    trials = {t.number: t for t in stored_study(tmp_path, "lenet").trials}
     for run in children:
         t = trials[int(run.data.tags["hpsearch.trial_number"])]
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss"))
@@ -145,7 +145,7 @@ def test_hyperband_prunes_on_connect_as_on_classic(tmp_path: Path, cspark, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2})
     summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "hb", data)), spark=cspark)
-    trials = _study(tmp_path, "hb").trials
+    trials = stored_study(tmp_path, "hb").trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert summary.counts["pruned"] == len(pruned) >= len(trials) / 3
     epochs = sum(len(t.intermediate_values) for t in trials)
@@ -167,7 +167,7 @@ def test_hyperband_prunes_between_jobs_when_executors_cannot_reach_the_client(tm
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2, **FAR})
     summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "hb", data)), spark=cspark)
     assert any("pruning between Spark jobs" in n for n in summary.notes), summary.notes
-    trials = _study(tmp_path, "hb").trials
+    trials = stored_study(tmp_path, "hb").trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert summary.counts["pruned"] == len(pruned) >= len(trials) / 3
     epochs = sum(len(t.intermediate_values) for t in trials)
@@ -187,7 +187,7 @@ def test_pruning_mode_channel_stops_before_any_trial_when_unreachable(tmp_path: 
     assert len(errors) == 1 and "cannot reach the pruning channel at 127.0.0.3" in errors[0]
     assert "execution.report_host" in proc.stderr and "execution.pruning_mode: rungs" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not _study(tmp_path, "far").trials
+    assert not stored_study(tmp_path, "far").trials
 
 
 def test_data_parallel_training_over_connect(tmp_path: Path, env: dict, server) -> None:
@@ -211,12 +211,12 @@ def test_sigint_interrupts_every_task_and_a_rerun_resumes(tmp_path: Path, env: d
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     running = [j for j in server.jobs() if j["status"] == "RUNNING"]
     assert not running, f"still running on the server after the client exited: {running}"
-    assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
-    assert any(t.user_attrs.get("hpsearch_requeued") for t in _study(tmp_path, "intr").trials)  # cut short
+    assert not [t for t in stored_study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
+    assert any(t.user_attrs.get("hpsearch_requeued") for t in stored_study(tmp_path, "intr").trials)  # cut short
 
     again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
-    verdicts = [t for t in _study(tmp_path, "intr").trials
+    verdicts = [t for t in stored_study(tmp_path, "intr").trials
                 if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]
     assert len(verdicts) == 6
 

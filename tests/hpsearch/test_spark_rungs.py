@@ -12,14 +12,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import optuna
 import pytest
 
-from hpsearch.storage import default_storage, load_existing_study
 from mlflow import MlflowClient
 
 from backend_contract import BackendContract, task
-from conftest import REPO, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import REPO, lenet_dict, mlflow_runs, run_cli, stored_study, write_study
 from hpsearch.records import COMPLETE, PRUNED
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -164,10 +162,6 @@ def test_cancel_stops_the_running_rungs_within_5s(backend) -> None:
     assert [r.reason for r in results] == ["cancelled", "cancelled"]
 
 
-def _study(tmp_path: Path, name: str) -> optuna.Study:
-    return load_existing_study(default_storage(tmp_path, name), name)
-
-
 def test_hyperband_prunes_from_the_cli_when_executors_cannot_reach_the_channel(tmp_path, env) -> None:
     spec = tmp_path / "lenet.yaml"
     spec.write_text((REPO / "studies" / "lenet.yaml").read_text())   # as shipped: Hyperband
@@ -182,7 +176,7 @@ def test_hyperband_prunes_from_the_cli_when_executors_cannot_reach_the_channel(t
     children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
     assert len(parents) == 1 and len(children) == 6
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
-    trials = {t.number: t for t in _study(tmp_path, "lenet").trials}
+    trials = {t.number: t for t in stored_study(tmp_path, "lenet").trials}
     assert any(t.state.name == "PRUNED" for t in trials.values())
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for run in children:
@@ -206,7 +200,7 @@ def test_pruning_mode_rungs_opens_no_channel_and_prunes(tmp_path, spark, monkeyp
                                                        "pruning_mode": "rungs"})
     summary = hpsearch.run_study(hpsearch.load_spec(write_study(tmp_path, "rungs", data)), spark=spark)
     assert not served and not any("cannot reach" in n for n in summary.notes)
-    trials = _study(tmp_path, "rungs").trials
+    trials = stored_study(tmp_path, "rungs").trials
     assert summary.counts["pruned"] >= 1 and len(trials) == 6
     for t in trials:                      # every epoch reported, in order; complete trials ran all 3
         assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
@@ -221,4 +215,4 @@ def test_pruning_mode_channel_stops_before_any_trial_naming_the_settings(tmp_pat
     assert len(errors) == 1 and "cannot reach the pruning channel at 127.0.0.3" in errors[0]
     assert "execution.pruning_mode: rungs" in proc.stderr and "execution.report_host" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not _study(tmp_path, "far").trials
+    assert not stored_study(tmp_path, "far").trials

@@ -8,24 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.storage import default_storage, load_existing_study
 
-from conftest import REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import (
+    REPO,
+    interrupt_after_first_trial,
+    lenet_dict,
+    mlflow_runs,
+    run_cli,
+    stored_study,
+    trial_runs,
+    write_study,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]
-
-
-def _study(tmp_path: Path, name: str) -> optuna.Study:
-    return load_existing_study(default_storage(tmp_path, name), name)
-
-
-def _children(runs: list) -> list:
-    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
 
 
 def test_lenet_sweep_runs_every_trial_as_a_spark_task(tmp_path: Path, env: dict) -> None:
@@ -36,7 +35,7 @@ def test_lenet_sweep_runs_every_trial_as_a_spark_task(tmp_path: Path, env: dict)
     assert "starting Spark" in proc.stdout + proc.stderr
     runs = mlflow_runs(tmp_path, "lenet")
     parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
-    children = _children(runs)
+    children = trial_runs(runs)
     assert len(parents) == 1 and len(children) == 8
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     workers = [r.data.tags["hpsearch.worker"] for r in children]
@@ -51,11 +50,11 @@ def test_hyperband_prunes_live_across_tasks(tmp_path: Path, spark, monkeypatch) 
     data = lenet_dict(execution={"backend": "spark", "parallelism": 2})
     spec = hpsearch.load_spec(write_study(tmp_path, "hb", data))
     summary = hpsearch.run_study(spec, spark=spark)
-    trials = _study(tmp_path, "hb").trials
+    trials = stored_study(tmp_path, "hb").trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert summary.counts["pruned"] == len(pruned) >= 4
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    by_number = {int(r.data.tags["hpsearch.trial_number"]): r for r in _children(mlflow_runs(tmp_path, "hb"))}
+    by_number = {int(r.data.tags["hpsearch.trial_number"]): r for r in trial_runs(mlflow_runs(tmp_path, "hb"))}
     for t in pruned:
         reported = sorted(t.intermediate_values)             # what the pruner saw, live
         trained = client.get_metric_history(by_number[t.number].info.run_id, "val_loss")
@@ -75,12 +74,12 @@ def test_sigint_cancels_the_sweep_and_a_rerun_resumes(tmp_path: Path, env: dict)
     code, took, out = interrupt_after_first_trial(args, env, tmp_path)
     assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
-    assert not [t for t in _study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
-    assert any(t.user_attrs.get("hpsearch_requeued") for t in _study(tmp_path, "intr").trials)  # cut short
+    assert not [t for t in stored_study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
+    assert any(t.user_attrs.get("hpsearch_requeued") for t in stored_study(tmp_path, "intr").trials)  # cut short
 
     again = run_cli(args, env, tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
-    trials = _study(tmp_path, "intr").trials
+    trials = stored_study(tmp_path, "intr").trials
     verdicts = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]
     assert len(verdicts) == 6
 
@@ -112,7 +111,7 @@ def test_sweep_on_a_standalone_cluster(tmp_path: Path, env: dict, cluster: str) 
     proc = run_cli(["run", str(spec), "--trials", "4", "--parallelism", "2", "--master", cluster, *TINY],
                    env, tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    children = _children(mlflow_runs(tmp_path, "lenet"))
+    children = trial_runs(mlflow_runs(tmp_path, "lenet"))
     assert len(children) == 4
     assert {r.data.tags["hpsearch.state"] for r in children} <= {"complete", "pruned"}
-    assert _study(tmp_path, "lenet").trials[0].intermediate_values   # pruning channel reached
+    assert stored_study(tmp_path, "lenet").trials[0].intermediate_values   # pruning channel reached

@@ -9,21 +9,22 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow import MlflowClient
 
-from hpsearch.storage import default_storage, load_existing_study
+from hpsearch.storage import default_storage
 
-from conftest import STUDIES, TINY, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs, write_study
-
-
-def _study(tmp_path: Path, name: str = "lenet") -> optuna.Study:
-    return load_existing_study(default_storage(tmp_path, name), name)
-
-
-def _children(runs: list) -> list:
-    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+from conftest import (
+    STUDIES,
+    TINY,
+    lenet_dict,
+    mlflow_runs,
+    run_cli,
+    signal_while_a_trial_runs,
+    stored_study,
+    trial_runs,
+    write_study,
+)
 
 
 def _parents(runs: list) -> list:
@@ -42,7 +43,7 @@ def test_lenet_sweep_mlflow_layout_budget_and_extend(tmp_path: Path, env: dict) 
     assert "top " in proc.stdout
 
     runs = mlflow_runs(tmp_path, "lenet")
-    parents, children = _parents(runs), _children(runs)
+    parents, children = _parents(runs), trial_runs(runs)
     assert len(parents) == 1 and len(children) == 6
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -77,14 +78,14 @@ def test_lenet_sweep_mlflow_layout_budget_and_extend(tmp_path: Path, env: dict) 
     assert again.returncode == 0, again.stderr
     assert "budget met: 6 of 6" in again.stdout
     assert "MLflow: mlflow ui --backend-store-uri" in again.stdout     # where to look, on a rerun too
-    assert len(_study(tmp_path).trials) == 6
+    assert len(stored_study(tmp_path).trials) == 6
     assert len(mlflow_runs(tmp_path, "lenet")) == 7
 
     more = run_cli([*args, "--extend", "3"], env, tmp_path)
     assert more.returncode == 0, more.stderr
-    assert len(_study(tmp_path).trials) == 9
+    assert len(stored_study(tmp_path).trials) == 9
     runs = mlflow_runs(tmp_path, "lenet")
-    assert len(_children(runs)) == 9 and len(_parents(runs)) == 2
+    assert len(trial_runs(runs)) == 9 and len(_parents(runs)) == 2
 
 
 @pytest.mark.slow
@@ -105,7 +106,7 @@ def test_sigkilled_driver_resumes_and_finishes_its_budget(tmp_path: Path, env: d
     proc.wait(timeout=30)
     proc.stdout.close()
 
-    study = _study(tmp_path, "resume")
+    study = stored_study(tmp_path, "resume")
     running = [t for t in study.trials if t.state.name == "RUNNING"]
     finished_before = {t.number for t in study.trials if t.state.is_finished()}
     assert running, [t.state for t in study.trials]
@@ -115,7 +116,7 @@ def test_sigkilled_driver_resumes_and_finishes_its_budget(tmp_path: Path, env: d
     assert again.returncode == 0, again.stderr + again.stdout
     assert "re-queued" in again.stdout
 
-    trials = _study(tmp_path, "resume").trials
+    trials = stored_study(tmp_path, "resume").trials
     requeued = [t for t in trials if t.user_attrs.get("hpsearch_requeued")]
     verdicts = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued")]
     assert len(verdicts) == 8
@@ -125,7 +126,7 @@ def test_sigkilled_driver_resumes_and_finishes_its_budget(tmp_path: Path, env: d
     later = [t.params for t in trials if t.number > max(t.number for t in running)]
     assert all(t.params in later for t in requeued if len(t.params) == 4)  # the same params ran again
 
-    children = _children(mlflow_runs(tmp_path, "resume"))
+    children = trial_runs(mlflow_runs(tmp_path, "resume"))
     numbers = [int(r.data.tags["hpsearch.trial_number"]) for r in children]
     assert len(numbers) == len(set(numbers))  # no trial has two runs
     assert set(numbers) == {t.number for t in trials if t.state.is_finished()}
@@ -148,7 +149,7 @@ def test_failing_trials_are_failed_with_reason_and_the_sweep_goes_on(tmp_path: P
                     "--set", "fixed.lr=0.05"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
 
-    trials = _study(tmp_path, "fragile").trials
+    trials = stored_study(tmp_path, "fragile").trials
     assert len(trials) == 8
     by_mode: dict[str, list] = {}
     for t in trials:
@@ -163,7 +164,7 @@ def test_failing_trials_are_failed_with_reason_and_the_sweep_goes_on(tmp_path: P
                for t in by_mode["nan"])
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    for run in _children(mlflow_runs(tmp_path, "fragile")):
+    for run in trial_runs(mlflow_runs(tmp_path, "fragile")):
         mode = run.data.params["mode"]
         assert run.info.status == ("FINISHED" if mode == "ok" else "FAILED")
         if mode in ("raise", "nan"):
@@ -178,7 +179,7 @@ def test_hyperband_prunes_a_third_and_saves_epochs(tmp_path: Path, env: dict) ->
     proc = run_cli(["run", str(spec), "--backend", "local", "--parallelism", "2"], env, tmp_path,
                    timeout=600)
     assert proc.returncode == 0, proc.stderr
-    trials = _study(tmp_path).trials
+    trials = stored_study(tmp_path).trials
     assert len(trials) == 12
     pruned = sum(t.state.name == "PRUNED" for t in trials)
     epochs = sum(t.user_attrs["epochs"] for t in trials)
@@ -199,17 +200,17 @@ def test_sigterm_fails_and_requeues_running_trials(tmp_path: Path, env: dict) ->
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "run the same command again to resume" in err
 
-    trials = _study(tmp_path, "term").trials
+    trials = stored_study(tmp_path, "term").trials
     stopped = [t for t in trials if t.user_attrs.get("hpsearch_requeued")]
     assert stopped and all(t.state.name == "FAIL" for t in stopped)
     assert sum(t.state.name == "WAITING" for t in trials) == len(stopped)
     runs = mlflow_runs(tmp_path, "term")
     assert _parents(runs)[0].info.status == "KILLED"
-    assert all(r.info.status in ("FINISHED", "FAILED") for r in _children(runs))
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in trial_runs(runs))
 
     again = run_cli(args[3:], env, tmp_path)
     assert again.returncode == 0, again.stderr
-    trials = _study(tmp_path, "term").trials
+    trials = stored_study(tmp_path, "term").trials
     assert sum(t.state.is_finished() and not t.user_attrs.get("hpsearch_requeued") for t in trials) == 6
 
 
