@@ -15,17 +15,8 @@ from mlflow import MlflowClient
 
 
 from backend_contract import BackendContract, task
-from conftest import (
-    HERE,
-    REPO,
-    interrupt_after_first_trial,
-    lenet_dict,
-    mlflow_runs,
-    run_cli,
-    stored_study,
-    trial_runs,
-    write_study,
-)
+from conftest import (HERE, REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, stored_study,
+                      trial_runs, write_study)
 from connect_server import ConnectServer
 from hpsearch.records import COMPLETE, FAILED
 

@@ -12,16 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 
-from conftest import (
-    REPO,
-    interrupt_after_first_trial,
-    lenet_dict,
-    mlflow_runs,
-    run_cli,
-    stored_study,
-    trial_runs,
-    write_study,
-)
+from conftest import (REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, stored_study,
+                      trial_runs, write_study)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]

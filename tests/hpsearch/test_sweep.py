@@ -14,17 +14,8 @@ from mlflow import MlflowClient
 
 from hpsearch.storage import default_storage
 
-from conftest import (
-    STUDIES,
-    TINY,
-    lenet_dict,
-    mlflow_runs,
-    run_cli,
-    signal_while_a_trial_runs,
-    stored_study,
-    trial_runs,
-    write_study,
-)
+from conftest import (STUDIES, TINY, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs,
+                      stored_study, trial_runs, write_study)
 
 
 def _parents(runs: list) -> list:
