@@ -287,8 +287,9 @@ def spec_from_dict(data: Mapping[str, Any], *, name: str = "study", base_dir: st
     return _build(raw, "<dict>", Path(base_dir).resolve(), {}, _as_overrides(overrides), text, define_by_run)
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"``; ValueError else."""
+def parse_duration(value: Any, allow_zero: bool = False) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"`` (and ``0``,
+    ``"0s"`` when ``allow_zero``); ValueError else."""
     if isinstance(value, bool):
         raise ValueError("not a duration")
     if isinstance(value, (int, float)):
@@ -304,8 +305,8 @@ def parse_duration(value: Any) -> float:
             raise ValueError("not a duration")
     else:
         raise ValueError("not a duration")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("must be > 0")
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError("must be >= 0" if allow_zero else "must be > 0")
     return seconds
 
 
@@ -1208,9 +1209,9 @@ def _budget(ck: _Checker, value: Any) -> BudgetSpec:
     return BudgetSpec(trials, timeout)
 
 
-def _duration(ck: _Checker, value: Any, path: tuple[str, ...]) -> float:
+def _duration(ck: _Checker, value: Any, path: tuple[str, ...], allow_zero: bool = False) -> float:
     try:
-        return parse_duration(value)
+        return parse_duration(value, allow_zero)
     except ValueError as exc:
         why = "" if str(exc) == "not a duration" else f" ({exc})"
         ck.fail(path, f"{_show(value)} is not a duration{why}",
@@ -1336,8 +1337,8 @@ def _tracking(ck: _Checker, value: Any) -> TrackingSpec:
         log_weights=ck.boolean(d.get("log_weights", True), ("tracking", "log_weights")),
         plots=ck.boolean(d.get("plots", True), ("tracking", "plots")),
         register=_register_name(ck, d.get("register"), d.get("log_weights", True)),
-        end_wait=(0.0 if d.get("end_wait") in (0, "0", "0s") else 60.0 if d.get("end_wait") is None
-                  else _duration(ck, d["end_wait"], ("tracking", "end_wait"))),
+        end_wait=(TrackingSpec.end_wait if d.get("end_wait") is None
+                  else _duration(ck, d["end_wait"], ("tracking", "end_wait"), allow_zero=True)),
     )
 
 

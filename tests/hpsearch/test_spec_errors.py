@@ -88,6 +88,7 @@ CASES = [
     ("negative-trials", _set("budget.trials", -3), "budget.trials", "must be >= 1"),
     ("bad-duration", _set("budget.timeout", "30 minutes"), "budget.timeout", "not a duration"),
     ("bad-end-wait", _set("tracking", {"end_wait": "-5s"}), "tracking.end_wait", "not a duration"),
+    ("bool-end-wait", _set("tracking", {"end_wait": False}), "tracking.end_wait", "not a duration"),
     ("no-budget", _set("budget", {}), "budget", "needs trials or timeout"),
     ("bad-metric", _set("objective.metric", "val_acc"), "objective.metric", "does not produce 'val_acc'"),
     ("direction-contradicts", _set("objective.direction", "maximize"), "objective.direction",
@@ -229,6 +230,12 @@ def test_the_conditional_study_itself_is_valid() -> None:
     by_name = {p.name: p for p in spec.space}
     assert by_name["units"].per_layer == "layers" and by_name["units"].target == "hidden"
     assert by_name["momentum"].when == (("optimizer", ("sgd",)),)
+
+
+def test_tracking_end_wait_takes_a_duration_or_zero() -> None:
+    assert spec_from_dict(lenet_dict()).tracking.end_wait == 60.0
+    for value, seconds in ((0, 0.0), ("0s", 0.0), ("2m", 120.0), (5, 5.0)):
+        assert spec_from_dict(lenet_dict(tracking={"end_wait": value})).tracking.end_wait == seconds
 
 
 @pytest.mark.parametrize("case,key,fragment", [pytest.param(c, k, f, id=i) for i, c, k, f in CASES[:4]])
