@@ -75,24 +75,29 @@ def signal_while_a_trial_runs(proc: subprocess.Popen, sig: int, storage: str, st
     raise AssertionError("no trial started in time")
 
 
-def interrupt_after_first_trial(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float, str]:
-    """Start ``python -m hpsearch.cli ARGS``, send SIGINT a second after its first trial line;
-    returns (exit code, seconds from the signal to the exit, output)."""
+def interrupt_while_a_trial_runs(args: list[str], env: dict[str, str], cwd: Path,
+                                 study: str) -> tuple[int, float, str]:
+    """Start ``python -m hpsearch.cli ARGS`` and send SIGINT as :func:`signal_while_a_trial_runs`
+    does (``study`` in its default store in ``cwd``); returns (exit code, seconds from the signal to
+    the exit, output)."""
     import signal
+    import tempfile
     import time
-    proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line, "the sweep ended before it could be interrupted"
-        if line.startswith("trial "):
-            break
-    time.sleep(1.0)                                         # trials are running now
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    return proc.returncode, time.monotonic() - t0, out
+
+    from hpsearch.storage import default_storage
+    with tempfile.TemporaryFile("w+") as out:           # a file: nothing blocks while the store is polled
+        proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", *args], env=env, cwd=cwd,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            signal_while_a_trial_runs(proc, signal.SIGINT, default_storage(cwd, study), study)
+            t0 = time.monotonic()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        return proc.returncode, time.monotonic() - t0, out.read()
 
 
 def stored_study(tmp_path: Path, name: str = "lenet") -> Any:

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 
 from backend_contract import BackendContract, task
-from conftest import (HERE, REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, stored_study,
+from conftest import (HERE, REPO, interrupt_while_a_trial_runs, lenet_dict, mlflow_runs, run_cli, stored_study,
                       trial_runs, write_study)
 from connect_server import ConnectServer
 from hpsearch.records import COMPLETE, FAILED
@@ -197,7 +197,7 @@ def test_sigint_interrupts_every_task_and_a_rerun_resumes(tmp_path: Path, env: d
         "backend": "spark", "parallelism": 2, "master": server.url}))
     # trials of about 2 s (slot mode dispatches in milliseconds): some are running at the signal
     args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=40"]
-    code, took, out = interrupt_after_first_trial(args, env, tmp_path)
+    code, took, out = interrupt_while_a_trial_runs(args, env, tmp_path, "intr")
     assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     running = [j for j in server.jobs() if j["status"] == "RUNNING"]

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 
-from conftest import (REPO, interrupt_after_first_trial, lenet_dict, mlflow_runs, run_cli, stored_study,
+from conftest import (REPO, interrupt_while_a_trial_runs, lenet_dict, mlflow_runs, run_cli, stored_study,
                       trial_runs, write_study)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -63,7 +63,7 @@ def test_sigint_cancels_the_sweep_and_a_rerun_resumes(tmp_path: Path, env: dict)
                                                     execution={"backend": "spark", "parallelism": 2}))
     # trials of about 2 s (slot mode dispatches in milliseconds): some are running at the signal
     args = ["run", str(spec), "--set", "data.limit=1500", "--set", "fixed.epochs=40"]
-    code, took, out = interrupt_after_first_trial(args, env, tmp_path)
+    code, took, out = interrupt_while_a_trial_runs(args, env, tmp_path, "intr")
     assert code == 130, out
     assert took < 5.0, f"exited {took:.1f} s after SIGINT"
     assert not [t for t in stored_study(tmp_path, "intr").trials if t.state.name == "RUNNING"]
