@@ -1,8 +1,15 @@
-"""What the backends share: the one thread limiter and a failed Spark job's line."""
+"""What the backends share: the one thread limiter, a failed Spark job's line and its retries."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
+from collections.abc import Callable
+
+from hpsearch.records import FAILED, TrialResult, TrialTask
+
+log = logging.getLogger("hpsearch.spark")
 
 ONE_THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                    "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -41,3 +48,23 @@ def job_error(exc: BaseException) -> str:
         if phrase.lower() in text.lower():
             return "cancelled" if phrase == "canceled" else phrase
     return text[:200]
+
+
+def retried(task: TrialTask, attempt: Callable[[int], TrialResult], retries: int,
+            cancelled: threading.Event, name: str, words: tuple[str, str] = ("Spark task lost", "worker lost"),
+            error_of: Callable[[BaseException], str] = job_error, where: str = "") -> TrialResult:
+    """``attempt(k)`` (k = 0, 1, ...: a Spark job) run again while its job fails (a worker lost,
+    not the net: the net's errors come back as results), at most ``retries`` times more; then a
+    lost result, ``words[1]`` in its reason (``words[0]`` in the log line of each failure)."""
+    error = ""
+    for k in range(retries + 1):
+        if cancelled.is_set():
+            break
+        try:
+            return attempt(k)
+        except Exception as exc:  # noqa: BLE001 - the job failed: a worker was lost or cancelled
+            error = error_of(exc)
+            if not cancelled.is_set():
+                log.warning("%s: %s (attempt %d of %d): %s", name, words[0], k + 1, retries + 1, error[:160])
+    reason = "cancelled" if cancelled.is_set() else f"{words[1]} {retries + 1} times{where}; last error: {error}"
+    return TrialResult(task.trial_id, task.number, FAILED, reason=reason, lost=True)

@@ -42,10 +42,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hpsearch.backends._base import Backend
-from hpsearch.backends.common import ONE_THREAD_ENV, job_error, limit_threads
+from hpsearch.backends.common import ONE_THREAD_ENV, job_error, limit_threads, retried
 from hpsearch.backends.spark_slots import SlotFeeder, slot_loop
 from hpsearch.errors import BackendError
-from hpsearch.records import FAILED, PruningChannel, TrialResult, TrialTask
+from hpsearch.records import PruningChannel, TrialResult, TrialTask
 
 log = logging.getLogger("hpsearch.spark")
 
@@ -209,24 +209,19 @@ class _JobTags:
     @contextmanager
     def job(self, name: str) -> Iterator[None]:
         tags = (self.sweep, name.replace(",", " "))
-        if self.connect:
-            for t in tags:
-                self.spark.addTag(t)
-        else:
-            sc = self.spark.sparkContext
-            sc.setJobDescription(name)
-            for t in tags:
-                sc.addJobTag(t)
+        on = self.spark if self.connect else self.spark.sparkContext
+        add, remove = (on.addTag, on.removeTag) if self.connect else (on.addJobTag, on.removeJobTag)
+        if not self.connect:
+            on.setJobDescription(name)
+        for t in tags:
+            add(t)
         try:
             yield
         finally:
-            if self.connect:
-                for t in tags:
-                    self.spark.removeTag(t)
-            else:
-                for t in tags:
-                    self.spark.sparkContext.removeJobTag(t)
-                self.spark.sparkContext.setJobDescription(None)
+            for t in tags:
+                remove(t)
+            if not self.connect:
+                on.setJobDescription(None)
 
     def cancel(self) -> None:
         if self.connect:
@@ -490,20 +485,8 @@ class SparkBackend(Backend):
         """Run one trial as one Spark job, retrying when the worker (not the net) failed."""
         if self._rungs is not None:
             return self._rungs.run(task, self._data_name)
-        error = ""
-        for attempt in range(self.retries + 1):
-            if self._cancelled.is_set():
-                break
-            try:
-                return self._attempt(replace(task, attempt=attempt))
-            except Exception as exc:  # noqa: BLE001 - the job failed: a worker was lost or cancelled
-                error = self._job_error(exc)
-                if not self._cancelled.is_set():
-                    log.warning("trial %d: %s (attempt %d of %d): %s", task.number, self.lost_words[0],
-                                attempt + 1, self.retries + 1, error[:160])
-        reason = "cancelled" if self._cancelled.is_set() else \
-            f"{self.lost_words[1]} {self.retries + 1} times; last error: {error}"
-        return TrialResult(task.trial_id, task.number, FAILED, reason=reason, lost=True)
+        return retried(task, lambda k: self._attempt(replace(task, attempt=k)), self.retries, self._cancelled,
+                       f"trial {task.number}", self.lost_words, self._job_error)
 
     _job_error = staticmethod(job_error)
     lost_words = ("Spark task lost", "worker lost")   # for the log line, for the trial's reason

@@ -23,17 +23,14 @@ state, seconds: the rungs' training time, worker, first_batch_s). The cost: one 
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from hpsearch.backends.common import job_error, limit_threads
+from hpsearch.backends.common import limit_threads, retried
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
-
-log = logging.getLogger("hpsearch.spark")
 
 
 def rung_partition(data_name: str | None, task: TrialTask, start: Any, until: int,
@@ -116,21 +113,10 @@ class Rungs:
             until = max(done + 1, min(until, epochs))
         name = f"{self.study_name} trial {task.number} " + \
             (f"epoch {until}" if until == done + 1 else f"epochs {done + 1}-{until}")
-        error = ""
-        for attempt in range(self.retries + 1):
-            if self.cancelled.is_set():
-                break
-            fn = functools.partial(rung_partition, data_name, replace(task, attempt=attempt), start, until)
-            try:
-                return self.collect(fn, name)[0]
-            except Exception as exc:  # noqa: BLE001 - the job failed: a worker was lost or cancelled
-                error = job_error(exc)
-                if not self.cancelled.is_set():
-                    log.warning("%s: Spark task lost (attempt %d of %d): %s", name, attempt + 1,
-                                self.retries + 1, error[:160])
-        reason = "cancelled" if self.cancelled.is_set() else \
-            f"worker lost {self.retries + 1} times (epochs {done + 1}-{until}); last error: {error}"
-        return TrialResult(task.trial_id, task.number, FAILED, reason=reason, lost=True)
+        def attempt(k: int) -> TrialResult:
+            fn = functools.partial(rung_partition, data_name, replace(task, attempt=k), start, until)
+            return self.collect(fn, name)[0]
+        return retried(task, attempt, self.retries, self.cancelled, name, where=f" (epochs {done + 1}-{until})")
 
 
 def _joined(task: TrialTask, rungs: list[TrialResult], state: str, upto: int | None = None,
