@@ -2,7 +2,8 @@
 
 A verdict is told to Optuna (the record of truth) and then handed to a :class:`Writer`: the record
 (params, every epoch's metrics, tags, status, times, and the weights as a file) is appended to the
-study's :class:`Spool`, and the writer's one thread writes it to MLflow in order. A write that fails
+study's :class:`Spool`, and the writer's thread writes it to MLflow in order (a tracking server
+gets several threads, a trial's calls in order on one of them). A write that fails
 (the tracking server stopped, restarting, unreachable) leaves the record in the spool and is retried
 with backoff (1 s doubling to 30 s) while the sweep runs; at the sweep's end the writer waits a
 grace period for it, and what is still not written is written by the next ``hpsearch run`` of the
@@ -117,20 +118,28 @@ class Spool:
 
 
 class Writer:
-    """One background thread that writes records in order with ``write(record, weights)``; a
-    record that fails stays in the spool and is retried with backoff. ``down`` is true from a
-    failure until the next success (the driver then skips its own MLflow call)."""
+    """Background threads that write records with ``write(record, weights)``; a record that fails
+    stays in the spool and is retried with backoff. ``down`` is true from a failure until the next
+    success (the driver then skips its own MLflow call).
 
-    def __init__(self, write: Callable[[dict[str, Any], bytes | None], None], spool: Spool) -> None:
+    ``lanes`` threads write at once (a tracking server answers several requests in parallel, and a
+    remote one's round trips then overlap): a trial's calls (its run's creation, then its record)
+    go to one lane, in order; a sweep's record (no ``number``) is written after every record queued
+    before it, on any lane."""
+
+    def __init__(self, write: Callable[[dict[str, Any], bytes | None], None], spool: Spool,
+                 lanes: int = 1) -> None:
         self.write, self.spool = write, spool
         self.down = False
         self.error = ""
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._first: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()   # ahead of records
         self._deadline: float | None = None
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hpsearch-mlflow", daemon=True)
-        self._thread.start()
+        self._queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(max(1, lanes))]
+        self._first: list[queue.SimpleQueue[Callable[[], None]]] = [queue.SimpleQueue() for _ in self._queues]
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"hpsearch-mlflow-{i}", daemon=True)
+                         for i in range(len(self._queues))]
+        for thread in self._threads:
+            thread.start()
 
     def put(self, record: dict[str, Any], weights: bytes | None = None) -> None:
         """Spool ``record`` (durable before this returns) and queue it for the thread."""
@@ -145,48 +154,65 @@ class Writer:
             LOG.warning("MLflow spool %s: %s", self.spool.dir, exc)
 
     def send(self, record: dict[str, Any], weights: bytes | None = None) -> None:
-        """Queue a spooled ``record`` for the thread."""
-        self._queue.put((record, weights))
+        """Queue a spooled ``record`` for its lane."""
+        number = record.get("number")
+        if isinstance(number, int):
+            self._queues[number % len(self._queues)].put((record, weights, ()))
+            return
+        others = [threading.Event() for _ in self._queues[1:]]   # the sweep's: after the other lanes
+        for q, passed in zip(self._queues[1:], others):
+            q.put(passed)
+        self._queues[0].put((record, weights, others))
 
-    def first(self, call: Callable[[], None]) -> None:
-        """Run ``call`` on the thread ahead of every record not yet being written (a trial's run,
-        created while the trial runs); it must not raise."""
-        self._first.put(call)
-        self._queue.put(_FIRST)
+    def first(self, call: Callable[[], None], key: int = 0) -> None:
+        """Run ``call`` on trial ``key``'s lane ahead of every record not yet being written (a
+        trial's run, created while the trial runs); it must not raise."""
+        self._first[key % len(self._queues)].put(call)
+        self._queues[key % len(self._queues)].put(_FIRST)
 
     def trip(self, exc: BaseException) -> None:
-        """The driver's own MLflow call failed: MLflow is down until the thread writes again."""
+        """The driver's own MLflow call failed: MLflow is down until a lane writes again."""
         self.down, self.error = True, _one_line(exc)
 
     def close(self, grace_s: float) -> int:
         """Write what is queued; while MLflow is down, retry for at most ``grace_s`` seconds.
         Returns how many records are left in the spool for the next run."""
         self._deadline = time.monotonic() + grace_s
-        self._queue.put(None)
+        for q in self._queues:
+            q.put(None)
         self._wake.set()
         try:
-            self._thread.join()
+            for thread in self._threads:
+                thread.join()
         except KeyboardInterrupt:
-            # Ctrl-C while the last records are written (the plots, say): the record being written
-            # is finished, the rest stay in the spool for the next run; no thread is left running
-            # MLflow code while the interpreter exits
+            # Ctrl-C while the last records are written (the plots, say): the records being
+            # written are finished, the rest stay in the spool for the next run; no thread is left
+            # running MLflow code while the interpreter exits
             self._deadline, self._stopping = time.monotonic(), True
             self._wake.set()
-            self._thread.join(STOP_WAIT_S)
+            end = time.monotonic() + STOP_WAIT_S
+            for thread in self._threads:
+                thread.join(max(0.0, end - time.monotonic()))
             raise
         return len(self.spool)
 
     _stopping = False
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+    def _run(self, lane: int) -> None:
+        while (item := self._queues[lane].get()) is not None:
+            if isinstance(item, threading.Event):       # a sweep's record waits for this point
+                item.set()
+                continue
             while not self._stopping:
                 try:
-                    self._first.get_nowait()()
+                    self._first[lane].get_nowait()()
                 except queue.Empty:
                     break
             if item is not _FIRST and not self._stopping:
-                self._write(*item)
+                for passed in item[2]:
+                    passed.wait()
+                if not self._stopping:       # Ctrl-C while it waited: the rest stays spooled
+                    self._write(item[0], item[1])
 
     def _write(self, record: dict[str, Any], weights: bytes | None) -> None:
         delay = BACKOFF_S[0]

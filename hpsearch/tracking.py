@@ -51,6 +51,9 @@ RUN_WAIT_S = 5.0
 """How long a trial's verdict waits for its run, made while it ran, before it is told without the
 run's id (the writer is busy with an earlier record, an MLflow Model say)."""
 
+SERVERS = ("http://", "https://", "databricks")
+"""Tracking URIs of a server (the others name a local store: a SQLite file, a folder)."""
+
 
 @contextmanager
 def quiet_mlflow() -> Iterator[None]:
@@ -65,9 +68,7 @@ def quiet_mlflow() -> Iterator[None]:
 def resolve_uri(uri: str | None) -> str:
     """The tracking URI: the given one, else ``MLFLOW_TRACKING_URI``, else MLflow's default."""
     import mlflow
-    if uri:
-        return uri
-    return mlflow.get_tracking_uri()
+    return uri or mlflow.get_tracking_uri()
 
 
 def check_reachable(uri: str | None) -> None:
@@ -121,7 +122,7 @@ def _check_credentials(uri: str) -> None:
 
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
-    if uri.startswith(("http://", "https://", "databricks")):
+    if uri.startswith(SERVERS):
         return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {uri}"
 
@@ -134,6 +135,12 @@ def _tune_store(client: Any) -> None:
     engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
     if engine is not None:
         tune_sqlite(engine)
+
+
+SERVER_LANES = 4
+"""Threads that write trials' runs to a tracking server at once: a remote server's round trips
+overlap, and the driver's next verdict does not wait behind them. A SQLite or file store gets one
+(its writes are the driver's own CPU, and SQLite takes one writer at a time)."""
 
 
 class Tracker:
@@ -204,7 +211,8 @@ class Tracker:
         from hpsearch.scoped import environ
         spec = self.spec
         self._env.enter_context(environ(QUICK_HTTP))
-        self._writer = Writer(self.write_record, self.spool)
+        self._writer = Writer(self.write_record, self.spool,
+                              lanes=SERVER_LANES if self.uri.startswith(SERVERS) else 1)
         tags = {TAG_STUDY: spec.name, TAG_KIND: "sweep", "mlflow.source.name": spec.file,
                 "mlflow.runName": f"{spec.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"}
         tags.update(_schedule_tags(getattr(spec, "schedule", None)))
@@ -331,7 +339,7 @@ class Tracker:
                 with self._opened:
                     self._opening.discard(number)
                     self._opened.notify_all()
-        writer.first(create)
+        writer.first(create, number)
 
     def create_trial_run(self, number: int, started: float | None = None,
                          wait_s: float = RUN_WAIT_S) -> str | None:

@@ -132,3 +132,34 @@ def test_the_writer_leaves_what_it_cannot_write_in_the_spool(tmp_path: Path) -> 
     writer.put({"key": "trial-0", "number": 0}, b"w")
     assert writer.close(0.0) == 1
     assert [r["key"] for r in Spool(tmp_path / "sp", "s").pending()] == ["trial-0"]
+
+
+def test_lanes_write_at_once_each_trial_in_order_and_the_sweep_last(tmp_path: Path) -> None:
+    """A tracking server's writer: trials on several threads at once (their round trips overlap),
+    one trial's calls in order on its lane, the sweep's record after every trial's."""
+    import threading
+    import time
+    busy, most, lock, log = [0], [0], threading.Lock(), []
+
+    def write(rec, weights):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.05)                 # a round trip
+        with lock:
+            busy[0] -= 1
+            log.append(rec["key"])
+
+    writer = Writer(write, Spool(tmp_path / "sp", "s"), lanes=4)
+    created = []
+    for n in range(8):
+        writer.first(lambda n=n: created.append((n, f"trial-{n}" in log)), n)
+        writer.put({"key": f"trial-{n}", "number": n})
+    writer.put({"key": "sweep-x", "kind": "sweep"})
+    assert writer.close(30.0) == 0
+    assert most[0] == 4                           # four lanes at once
+    assert sorted(created) == [(n, False) for n in range(8)]     # each run made before its record
+    assert sorted(log[:-1]) == [f"trial-{n}" for n in range(8)] and log[-1] == "sweep-x"
+    for lane in range(4):                          # a lane keeps its trials' order
+        mine = [k for k in log if k.startswith("trial-") and int(k[6:]) % 4 == lane]
+        assert mine == [f"trial-{lane}", f"trial-{lane + 4}"]
