@@ -16,8 +16,13 @@
 (b) Throughput: ``--trivial`` trials (default 2,000) of the same MLP without the sleep, parallelism 2
     on local[2]: trials/s over the whole sweep and over its second half (sustained), driver CPU/trial.
 (c) Ask time at 100, 1,000 and 5,000 trials: bench/ask_scale.py, when present (``--ask``).
-hpsearch runs with its defaults (TPE sampler, SQLite store, MLflow in SQLite) unless --sampler/--storage say
-otherwise. Every number is a wall time of the whole sweep, from the call to its return.
+hpsearch runs with its defaults (TPE sampler, its default study store, MLflow in SQLite) unless
+--sampler/--storage say otherwise. ``--tracking server`` logs to an ``mlflow server`` on loopback (one
+worker, SQLite behind it, started here) instead, as on a cluster with a tracking server: MLflow's
+store then runs in the server's process, whose CPU per trial is printed beside the driver's; with
+``--latency-ms D`` the driver reaches it through a proxy here that delays each way by D/2 ms, as a
+server across a network would (D = 20: a tracking server in another zone or a managed one).
+Every number is a wall time of the whole sweep, from the call to its return.
 """
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def make_spec(work: Path, net: str, trials: int, parallelism: int, name: str, ar
         "budget": {"trials": trials},
         "execution": {"backend": "spark", "parallelism": parallelism, "dispatch": args.dispatch},
         "storage": args.storage.format(dir=work, name=name) if args.storage else None,
-        "tracking": {"uri": f"sqlite:///{work / 'mlflow.db'}", "plots": False},
+        "tracking": {"uri": args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}", "plots": False},
     }, name=name, base_dir=work)
 
 
@@ -69,13 +74,93 @@ def sweep(spark, work: Path, net: str, trials: int, parallelism: int, name: str,
     import hpsearch
 
     spec = make_spec(work, net, trials, parallelism, name, args)
-    c0, t0 = cpu(), time.perf_counter()
+    s0, c0, t0 = server_cpu(args), cpu(), time.perf_counter()
     summary = hpsearch.run_study(spec, spark=spark, extend=extend)
-    wall, used = time.perf_counter() - t0, cpu() - c0
+    wall, used, served = time.perf_counter() - t0, cpu() - c0, server_cpu(args) - s0
     n = extend or trials
     assert summary.counts.get("complete", 0) == n, summary.counts
-    return {"wall_s": round(wall, 2), "trials_per_s": round(n / wall, 1),
-            "driver_cpu_ms_per_trial": round(used / n * 1e3, 1)}
+    out = {"wall_s": round(wall, 2), "trials_per_s": round(n / wall, 1),
+           "driver_cpu_ms_per_trial": round(used / n * 1e3, 1)}
+    if args.server is not None:
+        out["server_cpu_ms_per_trial"] = round(served / n * 1e3, 1)
+    return out
+
+
+def start_server(work: Path) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on a free loopback port (one worker, SQLite behind it); its URL."""
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = work / "server"
+    root.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, stdout=(root / "server.log").open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the MLflow server did not start: " + (root / "server.log").read_text()[-2000:])
+
+
+def delay_proxy(url: str, latency_s: float) -> str:
+    """A loopback TCP proxy to ``url`` that holds every chunk latency_s / 2 each way (a network's
+    round trip); its URL. Runs on a daemon thread until the process ends."""
+    import asyncio
+    import threading
+    from urllib.parse import urlparse
+    target = urlparse(url)
+    ready: dict = {}
+
+    async def pipe(reader, writer) -> None:
+        try:
+            while data := await reader.read(65536):
+                await asyncio.sleep(latency_s / 2)
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        ready["port"] = server.sockets[0].getsockname()[1]
+        await server.serve_forever()
+
+    threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
+    while "port" not in ready:
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{ready['port']}"
+
+
+def server_cpu(args) -> float:
+    """CPU seconds of the MLflow server's process group (the server and its workers) so far."""
+    if args.server is None:
+        return 0.0
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        try:
+            fields = (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == args.server.pid:        # its process group
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _sleep_square(params):
@@ -171,10 +256,29 @@ def main() -> None:
     ap.add_argument("--dispatch", default="auto", choices=("auto", "jobs"))
     ap.add_argument("--storage", help="Optuna storage URL; {dir} and {name} are filled in "
                                       "(default: hpsearch's default store)")
+    ap.add_argument("--tracking", default="sqlite", choices=("sqlite", "server"),
+                    help="hpsearch's MLflow: a SQLite file, or an mlflow server started here")
+    ap.add_argument("--latency-ms", type=float, default=0.0,
+                    help="with --tracking server: round-trip delay added between driver and server")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hpsearch-scale-"))
-    out: dict = {"sampler": args.sampler, "dispatch": args.dispatch, "storage": args.storage or "default"}
+    args.server, args.tracking_uri = None, None
+    if args.tracking == "server":
+        args.server, args.tracking_uri = start_server(work)
+        if args.latency_ms:
+            args.tracking_uri = delay_proxy(args.tracking_uri, args.latency_ms / 1e3)
+    try:
+        run(args, work)
+    finally:
+        if args.server is not None:
+            os.killpg(args.server.pid, 15)
+            args.server.wait()
+
+
+def run(args, work: Path) -> None:
+    out: dict = {"sampler": args.sampler, "dispatch": args.dispatch, "storage": args.storage or "default",
+                 "tracking": args.tracking + (f" +{args.latency_ms:g} ms" if args.latency_ms else "")}
     for p in [int(x) for x in args.slots.split(",") if x]:
         slots_case(out, p, work, args)
     if args.trivial:
@@ -185,7 +289,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=1))
         return
-    print(f"hpsearch sampler {out['sampler']}, dispatch {out['dispatch']}, storage {out['storage']}")
+    print(f"hpsearch sampler {out['sampler']}, dispatch {out['dispatch']}, storage {out['storage']}, "
+          f"MLflow {out['tracking']}")
     for key, value in out.items():
         if "/" in key:
             print(f"  {key:32s} {value}")
