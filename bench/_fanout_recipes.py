@@ -56,6 +56,7 @@ def _napping_mlp(hidden=4, **kw):
 # 16 or 64 slots of them do not need 16 or 64 cores; ``napper`` also sleeps one second
 _MLP = nets.RECIPES["mlp"]
 tiny = nets.Recipe(name="tiny", build=_MLP.build, loss="nll",
-                   load_data=_tiny_data, defaults={**_MLP.defaults, "epochs": 1, "hidden": 4}, metrics=dict(_MLP.metrics))
+                   load_data=_tiny_data, defaults={**_MLP.defaults, "epochs": 1, "hidden": 4},
+                   metrics=dict(_MLP.metrics))
 napper = nets.Recipe(name="napper", build=_napping_mlp, loss="nll", load_data=_tiny_data,
                      defaults={**_MLP.defaults, "epochs": 1, "hidden": 4}, metrics=dict(_MLP.metrics))

@@ -48,7 +48,8 @@ def hpsearch_sweep(spark, workdir: Path, net: str, trials: int, parallelism: int
         "fixed": fixed or {"epochs": 1},
         "search_space": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
         "objective": {"metric": "val_loss"}, "sampler": {"name": "tpe"}, "pruner": {"name": "none"},
-        "budget": {"trials": trials}, "execution": {"backend": "spark", "parallelism": parallelism, "dispatch": dispatch},
+        "budget": {"trials": trials},
+        "execution": {"backend": "spark", "parallelism": parallelism, "dispatch": dispatch},
         # the default study store: a journal file in workdir (SQLite until the journal became the default)
         # the anchors draw no plots; hpsearch's end-of-sweep plots (~3 s, once per sweep) are off here
         "tracking": {"uri": f"sqlite:///{workdir / 'mlflow.db'}", "plots": False},

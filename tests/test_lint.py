@@ -60,7 +60,7 @@ def test_code_lines_skip_blank_lines_comments_and_docstrings(tmp_path: Path) -> 
 def test_ruff() -> None:
     pytest.importorskip("ruff", reason="pip install -e '.[dev]' (CI installs it)")
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise",
-                          "hpsearch", "nets", "tests"], cwd=ROOT, capture_output=True, text=True)
+                          "hpsearch", "nets", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
