@@ -5,15 +5,30 @@ the LeNet sample (first 200 images) as data.
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
-from hpsearch.records import COMPLETE, FAILED, TrialTask
+from hpsearch.records import COMPLETE, FAILED, TrialResult, TrialTask
 
 
 def task(number: int, net: str = "lenet", **params) -> TrialTask:
     return TrialTask(trial_id=number, number=number, net=net, params={"lr": 0.05, **params},
                      fixed={"epochs": 1, "batch_size": 32}, metric="val_loss",
                      direction="minimize", seed=number, data_limit=200)
+
+
+def cancelled_after(backend: Any, tasks: list[TrialTask], after_s: float = 4.0) -> list[TrialResult]:
+    """Run ``tasks`` on ``backend`` and cancel it ``after_s`` in: every result comes back
+    ``cancelled`` less than 5 s after the cancel. Returns the results."""
+    timer = threading.Timer(after_s, backend.cancel)
+    timer.start()
+    t0 = time.monotonic()
+    results = list(backend.run(tasks))
+    assert time.monotonic() - t0 - after_s < 5.0
+    assert results and [r.reason for r in results] == ["cancelled"] * len(results)
+    return results
 
 
 class BackendContract:
