@@ -119,6 +119,14 @@ def mlflow_runs(tmp_path: Path, experiment: str) -> list:
 
 
 @pytest.fixture(scope="session")
+def data():
+    """The data a backend contract's workers get (backend_contract.py): LeNet's bundled sample, its
+    first 200 images. A suite that needs other data defines its own ``data``."""
+    from hpsearch.recipes import load_data, resolve_recipe
+    return load_data(resolve_recipe("lenet"), None, 200)
+
+
+@pytest.fixture(scope="session")
 def spark():
     """One local[2] SparkSession for the whole test run; its Python workers can import the test
     recipes (PYTHONPATH is set before the JVM starts)."""

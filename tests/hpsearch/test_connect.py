@@ -49,12 +49,6 @@ def connect_mode(monkeypatch):
     monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
 
 
-@pytest.fixture(scope="module")
-def data():
-    from hpsearch.recipes import load_data, resolve_recipe
-    return load_data(resolve_recipe("lenet"), None, 200)
-
-
 @pytest.fixture
 def backend(cspark, data):
     from hpsearch.backends.spark import SparkBackend

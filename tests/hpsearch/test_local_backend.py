@@ -7,14 +7,8 @@ from backend_contract import BackendContract, task
 from hpsearch.backends import make_backend
 from hpsearch.backends.local import LocalBackend
 from hpsearch.errors import BackendError
-from hpsearch.recipes import load_data, resolve_recipe
 
 pytestmark = pytest.mark.slow  # each test starts worker processes (a few seconds)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data(resolve_recipe("lenet"), None, 200)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -100,13 +101,28 @@ def _sweep(spec: Path, env: dict, cwd: Path) -> subprocess.Popen:
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_after_two(sweep: subprocess.Popen, srv: Server, db: Path) -> None:
-    deadline = time.monotonic() + 300
-    while _finished(db) < 2:
-        assert sweep.poll() is None, sweep.communicate()
-        assert time.monotonic() < deadline, "the first two trials did not finish"
-        time.sleep(0.1)
-    srv.kill()
+@contextmanager
+def _sweep_that_loses_the_server(srv: Server, tmp_path: Path, env: dict, name: str, **changes):
+    """A six-trial sweep (``hpsearch run``) logging to ``srv``, which is killed after the second
+    verdict (counted in the SQLite study store). Yields (sweep, spec, env, db); a sweep still
+    running after the block is killed."""
+    db = tmp_path / f"{name}.optuna.db"
+    spec = write_study(tmp_path, name, lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
+                                                  execution={"backend": "local", "parallelism": 1}, **changes))
+    env = {**env, "MLFLOW_TRACKING_URI": srv.url}
+    sweep = _sweep(spec, env, tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while _finished(db) < 2:
+            assert sweep.poll() is None, sweep.communicate()
+            assert time.monotonic() < deadline, "the first two trials did not finish"
+            time.sleep(0.1)
+        srv.kill()
+        yield sweep, spec, env, db
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
 
 
 def _check_mlflow(url: str, name: str, db: Path) -> None:
@@ -139,20 +155,10 @@ def _check_mlflow(url: str, name: str, db: Path) -> None:
 
 
 def test_mlflow_server_killed_mid_sweep_and_restarted(server: Server, tmp_path: Path, env: dict) -> None:
-    db = tmp_path / "restart.optuna.db"          # SQLite: the test counts verdicts in it
-    spec = write_study(tmp_path, "restart", lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
-                                                       execution={"backend": "local", "parallelism": 1}))
-    env = {**env, "MLFLOW_TRACKING_URI": server.url}
-    sweep = _sweep(spec, env, tmp_path)
-    try:
-        _kill_after_two(sweep, server, db)
+    with _sweep_that_loses_the_server(server, tmp_path, env, "restart") as (sweep, _spec, _env, db):
         time.sleep(10)
         server.start()
         out, err = sweep.communicate(timeout=300)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-            sweep.wait()
     print(out, err)
     assert sweep.returncode == 0, err[-3000:]
     assert "Traceback" not in err
@@ -162,19 +168,9 @@ def test_mlflow_server_killed_mid_sweep_and_restarted(server: Server, tmp_path: 
 
 
 def test_mlflow_down_at_the_end_is_written_by_the_rerun(server: Server, tmp_path: Path, env: dict) -> None:
-    db = tmp_path / "rerun.optuna.db"            # SQLite: the test counts verdicts in it
-    spec = write_study(tmp_path, "rerun", lenet_dict(budget={"trials": 6}, storage=f"sqlite:///{db}",
-                                                     execution={"backend": "local", "parallelism": 1},
-                                                     tracking={"end_wait": "5s"}))   # not 60 s
-    env = {**env, "MLFLOW_TRACKING_URI": server.url}
-    sweep = _sweep(spec, env, tmp_path)
-    try:
-        _kill_after_two(sweep, server, db)
+    with _sweep_that_loses_the_server(server, tmp_path, env, "rerun",
+                                      tracking={"end_wait": "5s"}) as (sweep, spec, env, db):   # not 60 s
         out, err = sweep.communicate(timeout=300)             # the server stays down
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-            sweep.wait()
     assert sweep.returncode == 0, err[-3000:]
     assert "Traceback" not in err
     assert "the next `hpsearch run` of this study writes them" in out + err

@@ -14,12 +14,6 @@ from hpsearch.records import COMPLETE, FAILED
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 
-@pytest.fixture(scope="module")
-def data():
-    from hpsearch.recipes import load_data, resolve_recipe
-    return load_data(resolve_recipe("lenet"), None, 200)
-
-
 @pytest.fixture
 def backend(spark, data):
     from hpsearch.backends.spark import SparkBackend

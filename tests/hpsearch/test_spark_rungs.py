@@ -29,12 +29,6 @@ def never(trial_id: int, epoch: int, value: float, values=None) -> bool:
     return False
 
 
-@pytest.fixture(scope="module")
-def data():
-    from hpsearch.recipes import load_data, resolve_recipe
-    return load_data(resolve_recipe("lenet"), None, 200)
-
-
 @pytest.fixture
 def backend(spark, data):
     from hpsearch.backends.spark import SparkBackend
