@@ -111,6 +111,36 @@ def trial_runs(runs: list) -> list:
     return [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
 
 
+def sweep_runs(runs: list) -> list:
+    """The sweeps' parent runs among ``runs``."""
+    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+
+
+def verdicts_in(db: Path) -> int:
+    """Trials with a verdict (complete, pruned, failed) in the SQLite study store ``db``, read
+    without a lock wait (0 while it cannot be read)."""
+    import sqlite3
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')"
+                               ).fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def wait_for_verdicts(proc: subprocess.Popen, db: Path, n: int, timeout: float = 300) -> None:
+    """Until the sweep ``proc`` has told ``n`` verdicts to its SQLite store ``db`` (it must keep running)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while verdicts_in(db) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"the first {n} trials did not finish"
+        time.sleep(0.1)
+
+
 def mlflow_runs(tmp_path: Path, experiment: str) -> list:
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 
 
 from backend_contract import BackendContract, cancelled_after, task
-from conftest import (HERE, REPO, interrupt_while_a_trial_runs, lenet_dict, mlflow_runs, run_cli, stored_study,
-                      trial_runs, write_study)
+from conftest import (HERE, REPO, interrupt_while_a_trial_runs, lenet_dict, mlflow_runs, run_cli,
+                      stored_study, sweep_runs, trial_runs, write_study)
 from connect_server import ConnectServer
 from hpsearch.records import COMPLETE, FAILED
 
@@ -100,7 +100,7 @@ def test_lenet_study_over_connect_from_the_cli(tmp_path: Path, env: dict, server
                    env, tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     runs = mlflow_runs(tmp_path, "lenet")
-    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+    parents = sweep_runs(runs)
     children = trial_runs(runs)
     assert len(parents) == 1 and len(children) == 8
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)

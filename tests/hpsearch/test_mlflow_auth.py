@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, lenet_dict, run_cli, write_study
+from conftest import TINY, lenet_dict, run_cli, sweep_runs, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +144,7 @@ def test_a_sweep_logs_with_the_right_credentials_and_no_password_leaks(auth_serv
         for run in runs:
             for value in [*run.data.params.values(), *run.data.tags.values()]:
                 assert secret not in value, (run.info.run_id, value)
-    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    parent = sweep_runs(runs)[0]
     assert "optuna:***@db.example.com" in parent.data.params["overrides"]
 
 

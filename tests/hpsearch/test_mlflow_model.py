@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import lenet_dict, run_cli, write_study
+from conftest import lenet_dict, run_cli, sweep_runs, write_study
 from test_scoring import _corpus, _expected, _inputs, _newsgroups, _same
 
 import hpsearch
@@ -99,7 +99,7 @@ def test_the_sweep_logs_a_pyfunc_model_that_predicts_what_nets_load_predicts(len
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert client.get_run(best.run_id).data.tags["hpsearch.kind"] == "trial"
     runs = client.search_runs([exp.experiment_id])
-    sweep = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    sweep = sweep_runs(runs)[0]
     names = {m.name: m for m in client.search_logged_models([exp.experiment_id])}
     assert {"model", "best_model"} <= set(names)
     assert names["best_model"].source_run_id == sweep.info.run_id

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lenet_dict, write_study
+from conftest import lenet_dict, sweep_runs, verdicts_in, wait_for_verdicts, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -84,18 +83,6 @@ def server(tmp_path: Path):
         srv.kill()
 
 
-def _finished(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')"
-                               ).fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
 def _sweep(spec: Path, env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "run", str(spec), *ARGS], env=env,
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,11 +99,7 @@ def _sweep_that_loses_the_server(srv: Server, tmp_path: Path, env: dict, name: s
     env = {**env, "MLFLOW_TRACKING_URI": srv.url}
     sweep = _sweep(spec, env, tmp_path)
     try:
-        deadline = time.monotonic() + 300
-        while _finished(db) < 2:
-            assert sweep.poll() is None, sweep.communicate()
-            assert time.monotonic() < deadline, "the first two trials did not finish"
-            time.sleep(0.1)
+        wait_for_verdicts(sweep, db, 2)
         srv.kill()
         yield sweep, spec, env, db
     finally:
@@ -139,7 +122,7 @@ def _check_mlflow(url: str, name: str, db: Path) -> None:
     children = {int(r.data.tags["hpsearch.trial_number"]): r for r in runs
                 if r.data.tags.get("hpsearch.kind") == "trial"}
     assert sorted(children) == list(range(6))                 # one run per trial, none twice
-    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    parent = sweep_runs(runs)[0]
     assert parent.info.status == "FINISHED" and "best_value" in parent.data.metrics
     for t in trials:
         run = children[t.number]
@@ -174,7 +157,7 @@ def test_mlflow_down_at_the_end_is_written_by_the_rerun(server: Server, tmp_path
     assert sweep.returncode == 0, err[-3000:]
     assert "Traceback" not in err
     assert "the next `hpsearch run` of this study writes them" in out + err
-    assert _finished(db) == 6
+    assert verdicts_in(db) == 6
     spool = tmp_path / "rerun.optuna.db.mlflow-spool"
     assert (spool / "rerun" / "records.jsonl").exists()
     server.start()

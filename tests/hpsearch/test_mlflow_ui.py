@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lenet_dict, run_cli, write_study
+from conftest import lenet_dict, run_cli, sweep_runs, write_study
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -99,7 +99,7 @@ def test_mlflow_ui_shows_the_sweep_the_trials_params_and_objective(
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("lenet")
     runs = client.search_runs([exp.experiment_id])
-    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    parent = sweep_runs(runs)[0]
     trials = sorted((r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"),
                     key=lambda r: int(r.data.tags["hpsearch.trial_number"]))
     assert len(trials) == 4 and all("objective" in r.data.metrics for r in trials)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import STUDIES, mlflow_runs, write_study
+from conftest import STUDIES, mlflow_runs, sweep_runs, write_study
 from hpsearch.cli import cli
 from hpsearch.errors import HpsearchError, SpecError
 from hpsearch.mo_pruner import MOASHAPruner, record
@@ -200,7 +200,7 @@ def test_lenet_mo_runs_on_spark_with_its_pareto_set_in_mlflow(tmp_path: Path, sp
     study = optuna.load_study(study_name="lenet-mo", storage=open_storage(spec.storage, create=True))
     front = _check_pareto(spec, study)
     runs = mlflow_runs(tmp_path, "lenet-mo")
-    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    parent = sweep_runs(runs)[0]
     assert parent.data.tags["hpsearch.pareto_trials"] == ",".join(str(t.number) for t in front)
     client = MlflowClient(uri)
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}

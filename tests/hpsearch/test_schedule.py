@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 import hpsearch
-from conftest import REPO, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs, write_study
+from conftest import (REPO, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs, sweep_runs,
+                      write_study)
 from hpsearch.cli import cli
 from hpsearch.schedule import DONE, FAILED, SKIPPED, Scheduler, lock_holder
 from hpsearch.storage import open_storage
@@ -213,7 +214,7 @@ def test_schedule_three_sweeps_of_two_trials_skips_and_survives_a_failed_sweep(
     trials = optuna.load_study(study_name="lenet", storage=open_storage(spec.storage, create=True)).trials
     assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
     runs = mlflow_runs(tmp_path, "lenet")
-    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+    parents = sweep_runs(runs)
     children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
     assert len(parents) == 3 and len(children) == 6
     assert all(p.info.status == "FINISHED" for p in parents)
@@ -253,7 +254,7 @@ def test_sigterm_inside_a_scheduled_sweep_exits_0_and_leaves_no_trial_running(
     stopped = [t for t in trials if t.user_attrs.get("hpsearch_requeued")]
     assert stopped and all(t.state.name == "FAIL" for t in stopped)
     assert sum(t.state.name == "WAITING" for t in trials) == len(stopped)   # re-queued
-    parents = [r for r in mlflow_runs(tmp_path, "term") if r.data.tags.get("hpsearch.kind") == "sweep"]
+    parents = sweep_runs(mlflow_runs(tmp_path, "term"))
     assert [p.info.status for p in parents] == ["KILLED"]
     assert parents[0].data.tags["hpsearch.schedule"] == EVERY_SECOND
 
@@ -265,6 +266,6 @@ def test_once_runs_one_tagged_sweep_for_an_outside_scheduler(tmp_path: Path, env
                     "--set", "fixed.epochs=1"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "sweep done: 1 trial(s)" in proc.stdout
-    parents = [r for r in mlflow_runs(tmp_path, "once") if r.data.tags.get("hpsearch.kind") == "sweep"]
+    parents = sweep_runs(mlflow_runs(tmp_path, "once"))
     assert len(parents) == 1 and parents[0].data.tags["hpsearch.schedule"] == "once"
     assert datetime.fromisoformat(parents[0].data.tags["hpsearch.tick"]).tzinfo is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import TINY, lenet_dict, mlflow_runs, run_cli, sweep_runs, write_study
 from hpsearch.errors import HpsearchError, SpecError, StorageError, redact
 
 PASSWORD = "s3cr3t-Pa55"
@@ -75,7 +75,7 @@ def test_passwords_in_the_study_never_reach_mlflow(tmp_path: Path, env: dict, mo
     assert PASSWORD not in proc.stdout + proc.stderr
     runs = mlflow_runs(tmp_path, "secrets")
     assert len(runs) == 2                                   # the parent and its one trial
-    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    parent = sweep_runs(runs)[0]
     assert "bot:***@git.example.com" in parent.data.params["overrides"]   # logged, but masked
     from mlflow import MlflowClient
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HERE, REPO, TINY, lenet_dict, mlflow_runs, run_cli, write_study
+from conftest import HERE, REPO, TINY, lenet_dict, mlflow_runs, run_cli, sweep_runs, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -100,7 +100,7 @@ def test_sweep_on_a_cluster_with_authentication_and_encryption(auth_cluster, tmp
     for run in runs:
         for value in [*run.data.params.values(), *run.data.tags.values()]:
             assert SECRET not in value
-    parent = next(r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep")
+    parent = sweep_runs(runs)[0]
     assert "spark.authenticate.secret=***" in parent.data.params["overrides"]
     # the executors really ran under the cluster's worker (not a local fallback)
     assert any((root / "work").iterdir())

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from backend_contract import BackendContract, cancelled_after, task
-from conftest import REPO, lenet_dict, mlflow_runs, run_cli, stored_study, write_study
+from conftest import REPO, lenet_dict, mlflow_runs, run_cli, stored_study, sweep_runs, write_study
 from hpsearch.records import COMPLETE, PRUNED
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -158,7 +158,7 @@ def test_hyperband_prunes_from_the_cli_when_executors_cannot_reach_the_channel(t
     out = proc.stdout + proc.stderr
     assert "cannot reach the pruning channel at 127.0.0.3" in out and "pruning between Spark jobs" in out
     runs = mlflow_runs(tmp_path, "lenet")
-    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+    parents = sweep_runs(runs)
     children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
     assert len(parents) == 1 and len(children) == 6
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 
 from conftest import (REPO, interrupt_while_a_trial_runs, lenet_dict, mlflow_runs, run_cli, stored_study,
-                      trial_runs, write_study)
+                      sweep_runs, trial_runs, write_study)
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 TINY = ["--set", "data.limit=300", "--set", "fixed.epochs=2"]
@@ -26,7 +26,7 @@ def test_lenet_sweep_runs_every_trial_as_a_spark_task(tmp_path: Path, env: dict)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "starting Spark" in proc.stdout + proc.stderr
     runs = mlflow_runs(tmp_path, "lenet")
-    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+    parents = sweep_runs(runs)
     children = trial_runs(runs)
     assert len(parents) == 1 and len(children) == 8
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)

@@ -11,20 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lenet_dict, mlflow_runs, write_study
+from conftest import lenet_dict, mlflow_runs, verdicts_in, wait_for_verdicts, write_study
 
 pytestmark = pytest.mark.slow
-
-def _finished(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')"
-                               ).fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def test_sweep_survives_the_optuna_store_locked_for_10_s(tmp_path: Path, env: dict) -> None:
@@ -35,17 +24,13 @@ def test_sweep_survives_the_optuna_store_locked_for_10_s(tmp_path: Path, env: di
                               "--set", "fixed.epochs=2"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while _finished(db) < 2:
-            assert sweep.poll() is None, sweep.communicate()
-            assert time.monotonic() < deadline, "the first two trials did not finish"
-            time.sleep(0.2)
+        wait_for_verdicts(sweep, db, 2)
         lock = sqlite3.connect(str(db), timeout=60, isolation_level=None)   # this test's process
         lock.execute("BEGIN EXCLUSIVE")
         try:
-            before = _finished(db)
+            before = verdicts_in(db)
             time.sleep(10)
-            assert _finished(db) == before          # the driver could not write for those 10 s ...
+            assert verdicts_in(db) == before          # the driver could not write for those 10 s ...
             assert sweep.poll() is None             # ... and it did not give up
         finally:
             lock.execute("COMMIT")

@@ -15,11 +15,7 @@ from mlflow import MlflowClient
 from hpsearch.storage import default_storage
 
 from conftest import (STUDIES, TINY, lenet_dict, mlflow_runs, run_cli, signal_while_a_trial_runs,
-                      stored_study, trial_runs, write_study)
-
-
-def _parents(runs: list) -> list:
-    return [r for r in runs if r.data.tags.get("hpsearch.kind") == "sweep"]
+                      stored_study, sweep_runs, trial_runs, write_study)
 
 
 @pytest.mark.slow
@@ -34,7 +30,7 @@ def test_lenet_sweep_mlflow_layout_budget_and_extend(tmp_path: Path, env: dict) 
     assert "top " in proc.stdout
 
     runs = mlflow_runs(tmp_path, "lenet")
-    parents, children = _parents(runs), trial_runs(runs)
+    parents, children = sweep_runs(runs), trial_runs(runs)
     assert len(parents) == 1 and len(children) == 6
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -76,7 +72,7 @@ def test_lenet_sweep_mlflow_layout_budget_and_extend(tmp_path: Path, env: dict) 
     assert more.returncode == 0, more.stderr
     assert len(stored_study(tmp_path).trials) == 9
     runs = mlflow_runs(tmp_path, "lenet")
-    assert len(trial_runs(runs)) == 9 and len(_parents(runs)) == 2
+    assert len(trial_runs(runs)) == 9 and len(sweep_runs(runs)) == 2
 
 
 @pytest.mark.slow
@@ -121,7 +117,7 @@ def test_sigkilled_driver_resumes_and_finishes_its_budget(tmp_path: Path, env: d
     numbers = [int(r.data.tags["hpsearch.trial_number"]) for r in children]
     assert len(numbers) == len(set(numbers))  # no trial has two runs
     assert set(numbers) == {t.number for t in trials if t.state.is_finished()}
-    parents = _parents(mlflow_runs(tmp_path, "resume"))
+    parents = sweep_runs(mlflow_runs(tmp_path, "resume"))
     assert sorted(r.info.status for r in parents) == ["FAILED", "FINISHED"]  # the killed sweep: FAILED
     parent_ids = {r.info.run_id for r in parents}
     for run in children:
@@ -196,7 +192,7 @@ def test_sigterm_fails_and_requeues_running_trials(tmp_path: Path, env: dict) ->
     assert stopped and all(t.state.name == "FAIL" for t in stopped)
     assert sum(t.state.name == "WAITING" for t in trials) == len(stopped)
     runs = mlflow_runs(tmp_path, "term")
-    assert _parents(runs)[0].info.status == "KILLED"
+    assert sweep_runs(runs)[0].info.status == "KILLED"
     assert all(r.info.status in ("FINISHED", "FAILED") for r in trial_runs(runs))
 
     again = run_cli(args[3:], env, tmp_path)
