@@ -109,7 +109,7 @@ def start_server(work: Path) -> tuple[subprocess.Popen, str]:
                 return proc, url
         except OSError:
             time.sleep(0.3)
-    proc.kill()
+    os.killpg(proc.pid, 9)          # the server and its workers (a session of their own)
     raise SystemExit("the MLflow server did not start: " + (root / "server.log").read_text()[-2000:])
 
 
