@@ -54,6 +54,13 @@ def cli() -> None:
     """
 
 
+def _study_command(fn: Callable[..., Any]) -> click.Command:
+    """``hpsearch NAME SPEC [options]``: a command on a study file, its errors one ``Error:`` line
+    (stands above the command's options)."""
+    spec = click.argument("spec", type=click.Path(dir_okay=False))
+    return cli.command(context_settings=CONTEXT)(spec(_handles_errors(fn)))
+
+
 def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
@@ -222,8 +229,7 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@_study_command
 @click.option("--trials", type=int, help="Trials to reach in total (overrides budget.trials).")
 @click.option("--extend", type=int, help="Run N trials more than the study has, whatever the budget.")
 @click.option("--timeout", help="Stop starting trials after this long: 90s, 30m, 2h.")
@@ -235,7 +241,6 @@ def _sigterm_as_interrupt() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")
 @click.option("--verbose", is_flag=True, help="Print when each start-up step ends (seconds since the start).")
-@_handles_errors
 def run(spec: str, trials: int | None, extend: int | None, timeout: str | None,
         parallelism: int | None, backend: str | None, master: str | None, storage: str | None,
         tracking_uri: str | None, sets: tuple[str, ...], verbose: bool = False) -> None:
@@ -312,11 +317,9 @@ def _load_for_reading(spec: str, storage: str | None, sets: tuple[str, ...] = ()
     return load_spec(spec, overrides)
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@_study_command
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
-@_handles_errors
 def show(spec: str, as_json: bool, storage: str | None) -> None:
     """List a study's trials: number, state, params, value, epochs, seconds.
 
@@ -343,11 +346,9 @@ def show(spec: str, as_json: bool, storage: str | None) -> None:
     _console().print(_trials_table(title, trials, o.metric, o.metrics, front))
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@_study_command
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--storage", help="Optuna storage URL, if the study was run with --storage.")
-@_handles_errors
 def best(spec: str, as_json: bool, storage: str | None) -> None:
     """Print the best completed trial of a study (its MLflow run holds the weights).
 
@@ -382,8 +383,7 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
                    f"MLflow Model: runs:/{t.run_id}/model)")
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@_study_command
 @click.option("--params", "params_json", metavar="JSON",
               help="The configuration to train, as a JSON object (the study's fixed settings apply).")
 @click.option("--best", is_flag=True, help="Train the study's best completed trial's configuration.")
@@ -402,7 +402,6 @@ def best(spec: str, as_json: bool, storage: str | None) -> None:
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=10 --set data.limit=null.")
-@_handles_errors
 def train(spec: str, params_json: str | None, best: bool, trial: int | None, workers: int | None,
           sync_every: int | None, seed: int | None, output: str | None, master: str | None,
           storage: str | None, tracking_uri: str | None, sets: tuple[str, ...]) -> None:
@@ -478,8 +477,7 @@ def _schedule_overrides(cron: str | None, trials_per_run: int | None,
     return [(key, value, f"{flag} {value}") for key, value, flag in flags if value is not None]
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@_study_command
 @click.option("--cron", help='When to sweep: a cron expression, e.g. "0 2 * * *" (daily at 2:00); '
               'a 6th field is seconds. Default: schedule.cron in the file.')
 @click.option("--trials-per-run", type=int, help="Trials each sweep adds (default: schedule."
@@ -493,7 +491,6 @@ def _schedule_overrides(cron: str | None, trials_per_run: int | None,
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a study setting, e.g. --set fixed.epochs=1 (repeatable).")
-@_handles_errors
 def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: int | None,
              once: bool, parallelism: int | None, backend: str | None, master: str | None,
              storage: str | None, tracking_uri: str | None, sets: tuple[str, ...]) -> None:
@@ -538,8 +535,7 @@ def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: 
                    "were marked failed and re-queued, finished trials are kept.")
 
 
-@cli.command(context_settings=CONTEXT)
-@click.argument("spec", type=click.Path(dir_okay=False))
+@_study_command
 @click.option("--input", "input_path", required=True, type=click.Path(), help="Parquet file to score.")
 @click.option("--output", "output_path", required=True, type=click.Path(),
               help="Parquet to write: the input's columns and `prediction`.")
@@ -550,7 +546,6 @@ def schedule(spec: str, cron: str | None, trials_per_run: int | None, max_runs: 
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's).")
 @click.option("--trial", type=click.IntRange(min=0), metavar="N",
               help="Score with completed trial N's model (needed when the study has several objectives).")
-@_handles_errors
 def predict(spec: str, input_path: str, output_path: str, column: str | None, master: str | None,
             storage: str | None, tracking_uri: str | None, trial: int | None) -> None:
     """Score a Parquet file with the study's best model (the Spark SQL UDF of register_udf).
