@@ -55,6 +55,13 @@ def test_tls_channel_refuses_plaintext_and_unpinned_clients(study) -> None:
         assert ping(channel, timeout=5) is None
 
 
+def test_a_refused_connection_is_reported_as_such_not_waited_on() -> None:
+    """The channel check's probe: nothing listens, so the answer is UNAVAILABLE ("Connection refused")
+    after its few tries, not DEADLINE_EXCEEDED after waiting out the whole timeout."""
+    why = ping(PruningChannel("127.0.0.1", 9, "x"), timeout=60)      # the discard port
+    assert why is not None and why.startswith("UNAVAILABLE") and "refused" in why
+
+
 def test_the_secret_never_shows_in_a_repr(study) -> None:
     with serve(study_decider(study)) as channel:
         assert channel.secret not in repr(channel)
