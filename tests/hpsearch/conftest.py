@@ -141,6 +141,63 @@ def wait_for_verdicts(proc: subprocess.Popen, db: Path, n: int, timeout: float =
         time.sleep(0.1)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_server_args(root: Path, port: int) -> list[str]:
+    """``mlflow server`` on 127.0.0.1:``port``, one worker, its SQLite store and artifacts in ``root``."""
+    return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
+            "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+            str(root / "artifacts")]
+
+
+NO_SERVER_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""MLflow 3's server also starts a job runner and three task consumers (its GenAI jobs, which no
+test uses): four more Python processes importing MLflow on these 2 cores."""
+
+
+def start_server(args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.Popen:
+    """Start a server process (a session of its own: :func:`stop_server` stops its workers too),
+    output to ``log``; returns once ``ready_url`` answers 200, fails the test with the log's tail
+    if it exits or does not answer within ``timeout``."""
+    import time
+    import urllib.request
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, cwd=log.parent, env={**(env or os.environ), **NO_SERVER_JOBS},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_server(proc)
+            pytest.fail(f"{' '.join(args[:4])} did not start:\n" + log.read_text(errors="replace")[-3000:])
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen, sig: int = 15, grace_s: float = 10.0) -> None:
+    """Signal ``sig`` to the server's process group; SIGKILL after ``grace_s``."""
+    import signal
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
 def mlflow_runs(tmp_path: Path, experiment: str) -> list:
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -9,36 +9,23 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, lenet_dict, run_cli, sweep_runs, write_study
+from conftest import (TINY, free_port, lenet_dict, mlflow_server_args, run_cli, start_server, stop_server,
+                      sweep_runs, write_study)
 
 pytestmark = pytest.mark.slow
 
 STORAGE_PASSWORD = "st0rage-" + secrets.token_hex(6)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     """(url, admin password, server log path) of a basic-auth MLflow server on 127.0.0.1."""
-    import requests
-    mlflow_exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
-    if mlflow_exe is None:
-        pytest.skip("no mlflow executable")
     pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) is needed for --app-name basic-auth")
     root = tmp_path_factory.mktemp("mlflow-auth")
     password = "adm-" + secrets.token_hex(8)
@@ -47,38 +34,19 @@ def auth_server(tmp_path_factory):
                    f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
                    f"admin_password = {password}\n"
                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini),
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(key, None)
     log = root / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([mlflow_exe, "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", "1",
-                                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                                 "--artifacts-destination", str(root / "artifacts")],
-                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    args = mlflow_server_args(root, port)
+    proc = start_server(args[:4] + ["--app-name", "basic-auth"] + args[4:], f"http://127.0.0.1:{port}/health",
+                        log, env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the MLflow auth server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, password, log
+        yield f"http://127.0.0.1:{port}", password, log
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)             # the server and its uvicorn worker
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_server(proc, grace_s=20)                   # the server and its uvicorn worker
 
 
 def _env(env: dict, user: str | None, password: str | None) -> dict:
@@ -164,7 +132,7 @@ def test_spark_ui_job_descriptions_hold_no_password(auth_server, tmp_path: Path,
 
     pytest.importorskip("pyspark")
     url, admin_password, _ = auth_server
-    ui_port = _free_port()
+    ui_port = free_port()
     spec = write_study(tmp_path, "authspark", lenet_dict(budget={"trials": 4}))
     storage_url = f"postgresql://optuna:{STORAGE_PASSWORD}@db.example.com/optuna"
     uri = url.replace("http://", f"http://admin:{admin_password}@")

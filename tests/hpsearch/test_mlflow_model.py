@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import lenet_dict, run_cli, sweep_runs, write_study
+from conftest import free_port, lenet_dict, run_cli, start_server, stop_server, sweep_runs, write_study
 from test_scoring import _corpus, _expected, _inputs, _newsgroups, _same
 
 import hpsearch
@@ -157,12 +154,6 @@ def test_each_other_net_as_pyfunc_predicts_what_nets_load_predicts(other_nets, g
 
 # --------------------------------------------------------------------------- acceptance 2
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
@@ -174,31 +165,16 @@ def test_mlflow_models_serve_answers_with_the_right_classes(lenet_sweep, tmp_pat
     spec, uri = lenet_sweep
     raw, inputs = _val_pixels()
     expected = _npz_model(spec, hpsearch.best_trial(spec).run_id).predict(inputs[:32]).argmax(axis=1)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,   # the venv's bin: the server runs `uvicorn`
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            "PYTHONPATH": os.pathsep.join([str(Path(hpsearch.__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - the server writes it until the end
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                             f"models:/{REGISTERED}@champion", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    proc = start_server([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{REGISTERED}@champion",
+                         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+                        f"{base}/ping", tmp_path / "serve.log", env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("mlflow models serve did not start:\n"
-                                     + (tmp_path / "serve.log").read_text()[-3000:])
-            time.sleep(0.5)
         split = _post(f"{base}/invocations",
                       {"dataframe_split": {"columns": ["pixels"], "data": [[r.tolist()] for r in raw[:32]]}})
         assert split["predictions"] == expected.tolist()
@@ -209,14 +185,7 @@ def test_mlflow_models_serve_answers_with_the_right_classes(lenet_sweep, tmp_pat
         with pytest.raises(urllib.error.HTTPError, match="400"):
             _post(f"{base}/invocations", {"dataframe_records": [{"pixels": raw[0].astype(int).tolist()}]})
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)          # the server and its uvicorn worker
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+        stop_server(proc)                               # the server and its uvicorn worker
 
 
 # --------------------------------------------------------------------------- acceptance 3

@@ -10,9 +10,7 @@ metrics. When the server is still down at the sweep's end, the runs wait in the 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,54 +19,29 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lenet_dict, sweep_runs, verdicts_in, wait_for_verdicts, write_study
+from conftest import (free_port, lenet_dict, mlflow_server_args, start_server, stop_server, sweep_runs,
+                      verdicts_in, wait_for_verdicts, write_study)
 
 pytestmark = pytest.mark.slow
 
 ARGS = ["--set", "data.limit=300", "--set", "fixed.epochs=3"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """``mlflow server`` on 127.0.0.1:port over root/mlflow.db; start() again after kill()."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.port, self.proc = root, _free_port(), None
+        self.root, self.port, self.proc = root, free_port(), None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        import requests
-        exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
-        if exe is None:
-            pytest.skip("no mlflow executable")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        out = (self.root / "server.log").open("ab")
-        self.proc = subprocess.Popen(
-            [exe, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--artifacts-destination", str(self.root / "artifacts")],
-            cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the MLflow server did not start:\n"
-                            + (self.root / "server.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
+        self.proc = start_server(mlflow_server_args(self.root, self.port), self.url + "/health",
+                                 self.root / "server.log", env)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            stop_server(self.proc, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -11,17 +11,12 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import lenet_dict, run_cli, sweep_runs, write_study
+from conftest import (free_port, lenet_dict, mlflow_server_args, run_cli, start_server, stop_server,
+                      sweep_runs, write_study)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -31,45 +26,17 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
-    """``mlflow server`` on a free loopback port, SQLite store and artifacts under tmp_path."""
-    port = _free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    """``mlflow server`` on a free loopback port, SQLite store and artifacts under tmp_path/server."""
+    port, root = free_port(), tmp_path / "server"
+    root.mkdir()
+    proc = start_server(mlflow_server_args(root, port), f"http://127.0.0.1:{port}/health", root / "server.log",
+                        timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("mlflow server did not start:\n"
-                                     + (tmp_path / "mlflow-server.log").read_text()[-3000:])
-            time.sleep(0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)              # the server and its uvicorn worker
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        stop_server(proc, grace_s=3)                    # the server and its uvicorn worker
 
 
 def _format_metric(v: float) -> str:

@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HERE, REPO, TINY, lenet_dict, mlflow_runs, run_cli, sweep_runs, write_study
+from conftest import HERE, REPO, TINY, free_port, lenet_dict, mlflow_runs, run_cli, sweep_runs, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 SECRET = "spark-secret-" + secrets.token_hex(6)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _alive(ui_port: int) -> bool:
@@ -51,7 +44,7 @@ def auth_cluster(tmp_path_factory):
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": str(root),
            "PYSPARK_PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    port, ui, wui = _free_port(), _free_port(), _free_port()
+    port, ui, wui = free_port(), free_port(), free_port()
     klass = os.path.join(home, "bin", "spark-class")
     procs = []
     try:
