@@ -6,6 +6,8 @@ import grpc
 import optuna
 import pytest
 
+from conftest import free_port
+
 from hpsearch.pruning import Reporter, call, ping, serve, study_decider
 from hpsearch.records import PruningChannel
 
@@ -58,7 +60,7 @@ def test_tls_channel_refuses_plaintext_and_unpinned_clients(study) -> None:
 def test_a_refused_connection_is_reported_as_such_not_waited_on() -> None:
     """The channel check's probe: nothing listens, so the answer is UNAVAILABLE ("Connection refused")
     after its few tries, not DEADLINE_EXCEEDED after waiting out the whole timeout."""
-    why = ping(PruningChannel("127.0.0.1", 9, "x"), timeout=60)      # the discard port
+    why = ping(PruningChannel("127.0.0.1", free_port(), "x"), timeout=60)   # nothing listens there
     assert why is not None and why.startswith("UNAVAILABLE") and "refused" in why
 
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from backend_contract import BackendContract, cancelled_after, task
+from conftest import free_port
 from hpsearch.records import COMPLETE, FAILED, PruningChannel, TrialResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
@@ -91,7 +92,7 @@ def test_unreachable_channel_falls_back_to_one_job_per_trial(spark, data) -> Non
     """A sweep without pruning whose executors cannot reach the driver still runs (job mode)."""
     from hpsearch.backends.spark import SparkBackend
     from hpsearch.errors import BackendError
-    nobody = PruningChannel("127.0.0.1", 9, "x")              # the discard port: nothing answers
+    nobody = PruningChannel("127.0.0.1", free_port(), "x")      # nothing listens there
     with SparkBackend(parallelism=1, data=data, spark=spark, study_name="fallback") as b:
         b.check_channel(nobody, required=False)
         assert b._slot_channel is None
