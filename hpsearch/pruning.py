@@ -247,15 +247,15 @@ def ping(channel: PruningChannel, timeout: float, tries: int = 3) -> str | None:
     """``None`` when the channel answers within ``timeout`` s, else one line saying why not. A
     refused connection fails at once (not waited on until ``timeout``): tried ``tries`` times, 1 s
     apart; an address that does not answer at all still takes ``timeout``."""
-    end = time.monotonic() + timeout
-    for k in range(1, tries + 1):
+    end, left = time.monotonic() + timeout, tries
+    while True:
+        left -= 1
         try:
             call(channel, "Ping", {}, timeout=max(0.1, end - time.monotonic()), wait_for_ready=False)
             return None
         except Exception as exc:  # noqa: BLE001 - grpc.RpcError and whatever a broken network raises
             code = exc.code().name if hasattr(exc, "code") else type(exc).__name__
-            if code != "UNAVAILABLE" or k == tries or time.monotonic() + 1.0 >= end:
+            if code != "UNAVAILABLE" or left <= 0 or time.monotonic() + 1.0 >= end:
                 details = exc.details() if hasattr(exc, "details") else str(exc)
                 return f"{code}: " + " ".join(str(details).split())[:160]
-            time.sleep(1.0)
-    return None  # not reached
+        time.sleep(1.0)
