@@ -101,7 +101,7 @@ def start_server(work: Path) -> tuple[subprocess.Popen, str]:
          "--artifacts-destination", str(root / "artifacts")],
         cwd=root, stdout=(root / "server.log").open("wb"), stderr=subprocess.STDOUT,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},   # no GenAI job runner:
-        start_new_session=True)                    # its four processes are not the tracking server
+        start_new_session=True)                    # its processes (8 of 10) are not the tracking server
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -149,16 +149,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mlflow_server_args(root: Path, port: int) -> list[str]:
-    """``mlflow server`` on 127.0.0.1:``port``, one worker, its SQLite store and artifacts in ``root``."""
-    return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
-            "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+def mlflow_server_args(root: Path, port: int, *extra: str) -> list[str]:
+    """``mlflow server [extra]`` on 127.0.0.1:``port``, one worker, its SQLite store and artifacts in
+    ``root``."""
+    return [sys.executable, "-m", "mlflow", "server", *extra, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
             str(root / "artifacts")]
 
 
 NO_SERVER_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-"""MLflow 3's server also starts a job runner and three task consumers (its GenAI jobs, which no
-test uses): four more Python processes importing MLflow on these 2 cores."""
+"""MLflow 3's server also starts a job runner and task consumers (its GenAI jobs, which no test
+uses): 10 processes in its group instead of 2, each importing MLflow on these 2 cores."""
 
 
 def start_server(args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None,

@@ -40,9 +40,8 @@ def auth_server(tmp_path_factory):
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(key, None)
     log = root / "server.log"
-    args = mlflow_server_args(root, port)
-    proc = start_server(args[:4] + ["--app-name", "basic-auth"] + args[4:], f"http://127.0.0.1:{port}/health",
-                        log, env)
+    proc = start_server(mlflow_server_args(root, port, "--app-name", "basic-auth"),
+                        f"http://127.0.0.1:{port}/health", log, env)
     try:
         yield f"http://127.0.0.1:{port}", password, log
     finally:
