@@ -79,8 +79,20 @@ def run_arm(arm: str, seed: int, trials: int, workdir: Path) -> dict:
             "points": [list(t.values) for t in done], "seconds": time.perf_counter() - t0}
 
 
+def hypervolume(points: list[list[float]], directions: list[str], reference: list[float]) -> float:
+    """Optuna's hypervolume of ``points`` against ``reference``, in the objectives' own directions
+    (a point not better than the reference in every objective adds nothing)."""
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    from hpsearch.pareto import costs
+    ref = np.array(costs([reference], directions)[0])
+    cs = np.array(costs(points, directions)).reshape(-1, len(ref))
+    cs = cs[(cs < ref).all(axis=1)]
+    return float(compute_hypervolume(cs, ref)) if len(cs) else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
-    from hpsearch.pareto import hypervolume
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="6 trials, one seed")
     ap.add_argument("--json", action="store_true", help="print one JSON object")

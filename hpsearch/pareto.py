@@ -1,4 +1,5 @@
-"""Pareto sets: dominance, non-dominated sorting, crowding distance and hypervolume.
+"""Pareto sets: dominance, non-dominated sorting and crowding distance (the benchmarks measure
+hypervolume with Optuna's own).
 
 Points are sequences of objective values; ``directions`` says, for each objective, ``minimize`` or
 ``maximize``. Everything is computed on *costs* (maximized objectives negated), so "smaller is better"
@@ -88,34 +89,6 @@ def pareto_indices(points: Sequence[Point], directions: Sequence[str]) -> list[i
         return []
     return sorted(fronts(costs(points, directions))[0])
 
-
-def hypervolume(points: Sequence[Point], directions: Sequence[str], reference: Point) -> float:
-    """The volume dominated by ``points`` and bounded by ``reference`` (in the objectives' own units
-    and directions; points not better than the reference in every objective add nothing)."""
-    ref = costs([reference], directions)[0]
-    cs = [c for c in costs(points, directions) if all(x < r for x, r in zip(c, ref))]
-    return _hv(cs, ref)
-
-
-def _hv(cs: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
-    """Hypervolume by slicing along the last objective (exact; fine for small sets)."""
-    if not cs:
-        return 0.0
-    if len(ref) == 1:
-        return ref[0] - min(c[0] for c in cs)
-    if len(ref) == 2:
-        total, best_y = 0.0, ref[1]
-        for x, y in sorted(set(cs)):
-            if y < best_y:
-                total += (ref[0] - x) * (best_y - y)
-                best_y = y
-        return total
-    levels = sorted({c[-1] for c in cs})
-    total = 0.0
-    for lo, hi in zip(levels, levels[1:] + [ref[-1]]):
-        below = [c[:-1] for c in cs if c[-1] <= lo]
-        total += _hv(below, ref[:-1]) * (hi - lo)
-    return total
 
 
 def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
