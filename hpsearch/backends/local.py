@@ -12,7 +12,9 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -25,7 +27,7 @@ _POLL_S = 0.5
 
 
 def _worker_main(conn: Connection, blob: bytes | None) -> None:
-    """A worker's loop: receive a task, run it, send the result; ``None`` or EOF ends it."""
+    """A worker's loop: receive a task, run it, send the result; ``None`` or EOF ends the process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     limit_threads()
     from hpsearch.objective import execute
@@ -34,10 +36,13 @@ def _worker_main(conn: Connection, blob: bytes | None) -> None:
         try:
             task = conn.recv()
         except (EOFError, OSError):
-            return
+            break
         if task is None:
-            return
+            break
         conn.send(execute(task, data))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)   # as Spark's Python workers end: no interpreter teardown (numba's: 0.2-0.4 s a worker)
 
 
 class _Worker:
@@ -56,10 +61,8 @@ class _Worker:
         if kill and self.process.is_alive():
             self.process.kill()
         else:
-            try:
+            with suppress(OSError):
                 self.conn.send(None)
-            except OSError:
-                pass
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()
@@ -103,10 +106,8 @@ class LocalBackend(Backend):
     def _dispatch(self, task: TrialTask) -> None:
         worker = self._idle.pop() if self._idle else _Worker(self._ctx, self._blob)
         worker.task = task
-        try:
+        with suppress(OSError):   # the worker died already; _collect reports it as lost
             worker.conn.send(task)
-        except OSError:
-            pass  # the worker died already; _collect reports it as lost
         self._busy.append(worker)
 
     def _collect(self) -> Iterator[TrialResult]:

@@ -67,6 +67,7 @@ import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -152,18 +153,14 @@ class Hub:
         """Tell the other ranks this one failed (best effort), and close."""
         payload = np.frombuffer(json.dumps({"reason": reason, "traceback": tb}).encode(), np.uint8)
         for sock in self.socks:
-            try:
+            with suppress(OSError):
                 _send(sock, _ABORT, 0.0, payload)
-            except OSError:
-                pass
         self.close()
 
     def close(self) -> None:
         for sock in self.socks:
-            try:
+            with suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
         self.socks = []
 
 

@@ -4,7 +4,8 @@
   ok     trains normally;
   raise  the builder raises RuntimeError;
   nan    the weights are scaled to overflow, so the loss is NaN (nets raises DivergedError);
-  die    the worker process kills itself (a lost worker, not a bad config).
+  die    the worker process kills itself (a lost worker, not a bad config);
+  say    trains normally, after writing "fragile says hello" to stdout without a newline.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def _build_fragile(mode: str = "ok", **kw):
         raise RuntimeError("fragile net refuses to build")
     if mode == "die":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "say":
+        print("fragile says hello", end="")
     model = _LENET.build(**kw)
     if mode == "nan":
         model.params *= np.float32(1e30)
