@@ -14,6 +14,13 @@ What it runs
   two processes sharing a SQLite Optuna store, MLflow child runs under a parent run; also fresh stores.
   Its time to first trial start is the first trial's ``datetime_start`` in its Optuna store.
 
+* ``--local``: also ``hpsearch run`` with ``--backend local`` (the same sweep in two worker processes of
+  this machine: no JVM, no Spark job), after each Spark run; its time, ratio and first trial start.
+
+hpsearch creates each fresh MLflow store as a copy of its cached empty store
+(``~/.cache/hpsearch/mlflow-<version>-store.db``, built by the first run that needs it), as a user's
+second sweep would; the hand-written side's MLflow runs its schema migrations on each fresh store.
+
 Each side's best validation accuracy is read from its MLflow store afterwards (not timed): the final
 ``val_top1`` of the completed trial with the lowest ``val_loss`` (the study's objective), and the highest
 final ``val_top1`` of any completed trial. Runs alternate (hand-written, then hpsearch) so machine noise
@@ -63,12 +70,12 @@ def environment(numba_cache: str) -> dict[str, str]:
     return env
 
 
-def run_hpsearch(tmp: Path, trials: int, numba_cache: str) -> dict:
+def run_hpsearch(tmp: Path, trials: int, numba_cache: str, backend: str = "spark") -> dict:
     study = tmp / "lenet.yaml"
     shutil.copy(STUDY, study)
     cmd = [sys.executable, "-m", "hpsearch.cli", "run", str(study), "--trials", str(trials),
            "--parallelism", str(PARALLELISM), "--verbose", "--storage", f"sqlite:///{tmp}/optuna.db",
-           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"]
+           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--backend", backend]
     seconds, _, out, err = timed(cmd, environment(numba_cache), ROOT)
     m = FIRST_TRIAL.search(err)
     phases = [line[len("phase "):] for line in err.splitlines() if line.startswith("phase ")]
@@ -112,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=2, help="warm hpsearch runs and hand-written runs (default 2)")
     ap.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--local", action="store_true", help="also run hpsearch with --backend local")
     args = ap.parse_args(argv)
 
     cache = tempfile.mkdtemp(prefix="e2e-numba-")
-    out: dict = {"trials": args.trials, "parallelism": PARALLELISM, "hpsearch": [], "by_hand": []}
+    out: dict = {"trials": args.trials, "parallelism": PARALLELISM, "hpsearch": [], "by_hand": [], "local": []}
     try:
         with tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
             log("hpsearch, cold numba cache ...")
@@ -125,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 out["by_hand"].append(run_by_hand(Path(tempfile.mkdtemp(dir=tmp)), args.trials, cache))
                 log(f"run {i + 1}/{args.runs}: hpsearch, warm numba cache ...")
                 out["hpsearch"].append(run_hpsearch(Path(tempfile.mkdtemp(dir=tmp)), args.trials, cache))
+                if args.local:
+                    log(f"run {i + 1}/{args.runs}: hpsearch --backend local ...")
+                    out["local"].append(run_hpsearch(Path(tempfile.mkdtemp(dir=tmp)), args.trials, cache,
+                                                     "local"))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     hp, hand = median(out["hpsearch"], "seconds"), median(out["by_hand"], "seconds")
@@ -136,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                       "first_trial_cold_s": out["hpsearch_cold"]["first_trial_s"],
                       "first_trial_warm_s": median(out["hpsearch"], "first_trial_s"),
                       "by_hand_first_trial_s": median(out["by_hand"], "first_trial_s")}
+    if out["local"]:
+        local = median(out["local"], "seconds")
+        out["summary"].update(local_s=local, local_speedup=hand / local,
+                              local_best_val_top1=median(out["local"], "best_val_top1"),
+                              local_first_trial_s=median(out["local"], "first_trial_s"))
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -163,6 +180,11 @@ def print_report(out: dict) -> None:
           f"by hand {acc(s['by_hand_max_val_top1'])}")
     print(f"  time to first trial start: hpsearch cold {s['first_trial_cold_s']:.2f} s, warm "
           f"{s['first_trial_warm_s']:.2f} s; by hand {s['by_hand_first_trial_s']:.2f} s")
+    if out["local"]:
+        print(f"  hpsearch run --backend local:        {s['local_s']:6.1f} s  runs "
+              + ", ".join(f"{r['seconds']:.1f}" for r in out["local"])
+              + f"; {s['local_speedup']:.2f}x, best trial's val_top1 {acc(s['local_best_val_top1'])}, "
+              f"first trial started {s['local_first_trial_s']:.2f} s")
     print("  hpsearch --verbose phases (last warm run):")
     for line in out["hpsearch"][-1]["phases"]:
         print("    " + line)

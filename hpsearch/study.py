@@ -149,7 +149,7 @@ def run_study(spec: StudySpec, *, extend: int | None = None, space: DefineByRun 
                         "pass space=... to run_study, or add search_space to the file")
     from hpsearch.scoped import quiet_libraries
     sweep = _Sweep(spec, space, observer or Observer(), spark)
-    sweep.start()         # Spark starts before quiet_libraries imports MLflow (1.4 s here)
+    sweep.start()         # Spark and the MLflow check start before quiet_libraries imports MLflow
     with quiet_libraries():
         return sweep.run(extend)
 
@@ -532,10 +532,13 @@ class _Sweep:
         self._session: Any = None    # a future: the SparkSession (start)
 
     def start(self) -> None:
-        """Check that the spec can run, then start the SparkSession it needs (in the background)."""
+        """Check that the spec can run, then start the SparkSession it needs and the tracking check
+        (in the background: on Spark Connect and the local backend the study waited for MLflow)."""
+        from hpsearch.tracking import prepare_tracking
         self.phases.mark("sweep started")
         self.spec.check_runnable()
         self._session = self._start_spark()
+        self._tracking = self._background("MLflow checked", prepare_tracking, self.spec.tracking.uri)
 
     def note(self, text: str, once: bool = False) -> None:
         if not (once and text in self.notes):
@@ -548,7 +551,6 @@ class _Sweep:
         from hpsearch.backends import make_backend
         from hpsearch.recipes import load_spec_data, resolve_recipe
         from hpsearch.space import Conditional, distributions, is_conditional
-        from hpsearch.tracking import prepare_tracking
         spec = self.spec
         session = self._session                # it starts while the data is read
         with self.phases.timed("data"):
@@ -559,7 +561,6 @@ class _Sweep:
         if self.space is None and is_conditional(spec.space):
             self.space = Conditional(spec.space)   # define-by-run: a trial holds its active params only
         dists = distributions(spec.space) if self.space is None else None
-        self._tracking = self._background("MLflow checked", prepare_tracking, spec.tracking.uri)
         if session is not None:
             with self.phases.timed("wait for Spark"):
                 self.spark = session.result()
