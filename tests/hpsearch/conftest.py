@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from connect_server import free_port  # noqa: F401 - the suites' port helper (also the benchmarks')
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 STUDIES = REPO / "studies"
@@ -139,14 +141,6 @@ def wait_for_verdicts(proc: subprocess.Popen, db: Path, n: int, timeout: float =
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"the first {n} trials did not finish"
         time.sleep(0.1)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 just now."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mlflow_server_args(root: Path, port: int, *extra: str) -> list[str]:

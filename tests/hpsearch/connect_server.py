@@ -21,6 +21,7 @@ CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 just now (the test suites' helper too, through conftest)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

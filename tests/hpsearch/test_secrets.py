@@ -2,12 +2,11 @@
 and every place a storage or tracking URL can appear."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, lenet_dict, mlflow_runs, run_cli, sweep_runs, write_study
+from conftest import TINY, free_port, lenet_dict, mlflow_runs, run_cli, sweep_runs, write_study
 from hpsearch.errors import HpsearchError, SpecError, StorageError, redact
 
 PASSWORD = "s3cr3t-Pa55"
@@ -42,16 +41,10 @@ def test_every_error_message_is_masked() -> None:
         assert PASSWORD not in exc.line() and PASSWORD not in str(exc) and "***" in exc.line()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_storage_url_password_is_masked_in_the_error(tmp_path: Path, env: dict) -> None:
     """An Optuna storage URL with a password at a loopback port where nothing listens."""
     spec = write_study(tmp_path, "sec", lenet_dict(budget={"trials": 1}))
-    url = f"postgresql://hpuser:{PASSWORD}@127.0.0.1:{_closed_port()}/optuna"
+    url = f"postgresql://hpuser:{PASSWORD}@127.0.0.1:{free_port()}/optuna"
     for args in (["run", str(spec), *TINY, "--storage", url], ["show", str(spec), "--storage", url],
                  ["validate", str(spec), "--set", f"storage={url}", "--set", "budget.trials=-1"],
                  ["run", str(spec), "--storage", url, "--trials", "x"],
