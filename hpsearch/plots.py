@@ -19,6 +19,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,12 +96,10 @@ def preload() -> None:
     """Import pyplot, Optuna's matplotlib plots and its fANOVA importances (scikit-learn): about
     2.5 s of CPU here, e.g. on a thread while the trials run, so that the end of a sweep does not
     wait for them. Never raises (:func:`render` reports what cannot be drawn)."""
-    try:
+    with suppress(Exception):   # a broken matplotlib shows up in render, as a note
         _pyplot()
         import optuna.importance  # noqa: F401 - fANOVA's scikit-learn: 1.6 s of the 2.5
         import optuna.visualization.matplotlib  # noqa: F401
-    except Exception:  # noqa: BLE001 - a broken matplotlib shows up in render, as a note
-        pass
 
 
 def render(study: optuna.Study, out_dir: str | Path, metric: str = "") -> tuple[list[Path], list[str]]:

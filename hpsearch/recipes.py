@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
+from contextlib import suppress
 from dataclasses import is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +35,10 @@ def available_recipes() -> dict[str, Any]:
 
 def is_recipe(obj: Any) -> bool:
     """A ``nets.Recipe``, or an object with a recipe's attributes."""
-    try:
+    with suppress(ImportError):
         import nets
         if hasattr(nets, "Recipe") and isinstance(obj, nets.Recipe):
             return True
-    except ImportError:
-        pass
     return all(hasattr(obj, a) for a in ("name", "defaults", "metrics", "load_data", "build"))
 
 

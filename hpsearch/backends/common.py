@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 
 from hpsearch.records import FAILED, TrialResult, TrialTask
 
@@ -27,16 +28,12 @@ def limit_threads() -> None:
     if _THREADS_LIMITED:
         return
     os.environ.update(ONE_THREAD_ENV)
-    try:
+    with suppress(ImportError):
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        pass
     if "numba" in sys.modules:
-        try:
+        with suppress(ValueError, AttributeError):
             sys.modules["numba"].set_num_threads(1)
-        except (ValueError, AttributeError):
-            pass
     _THREADS_LIMITED = True
 
 
