@@ -6,8 +6,9 @@
   2 s sooner). Jobs are submitted from a driver thread pool capped
   at ``parallelism``, each tagged with the sweep's tag and named after its trial ("lenet trial 3"),
   so ``cancel`` is one call for the whole sweep. Naming and cancelling are the one place where the
-  two APIs differ (:class:`_JobTags`): classic Spark's session tags do not interrupt DataFrame jobs
-  run from other threads (measured: ``interruptTag`` found nothing), its SparkContext job tags do.
+  two APIs differ besides the job itself (:class:`_JobTags`): classic Spark's session tags do not
+  interrupt DataFrame jobs run from other threads (measured: ``interruptTag`` found nothing), its
+  SparkContext job tags do.
 - The executor receives a plain :class:`TrialTask` and returns a plain :class:`TrialResult`; an
   exception in the net comes back as a failed result (never a Spark retry of a bad configuration).
   An exception from the Spark job itself means the executor or its Python worker was lost: the trial

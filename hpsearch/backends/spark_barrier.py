@@ -5,8 +5,8 @@ many small trials is faster as plain fan-out (one core per trial, no synchronisa
 
 How it runs
 -----------
-- The trial is one barrier job of W tasks (``mapInArrow(..., barrier=True)``: classic Spark and
-  Spark Connect alike), so Spark starts all W
+- The trial is one barrier job of W tasks (an RDD's ``barrier()`` stage on classic Spark,
+  ``mapInArrow(..., barrier=True)`` on Connect), so Spark starts all W
   ranks together or none. The ranks meet once: rank 0 listens on a TCP port of its executor's address
   and publishes it with one ``BarrierTaskContext.allGather``; the other ranks connect to it. After
   that, every exchange goes over these sockets, rank 0 being the hub: each rank sends its flat float32
