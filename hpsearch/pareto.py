@@ -90,7 +90,6 @@ def pareto_indices(points: Sequence[Point], directions: Sequence[str]) -> list[i
     return sorted(fronts(costs(points, directions))[0])
 
 
-
 def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """A multi-objective study's Pareto set: its non-dominated completed trials, by number."""
     from optuna.trial import TrialState
