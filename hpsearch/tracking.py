@@ -155,9 +155,10 @@ def seed_store(uri: str) -> None:
     import sqlite3
 
     import mlflow
-    from sqlalchemy.engine import make_url
-    db = make_url(uri).database if uri.startswith("sqlite:///") else None
-    if not db or db == ":memory:" or os.path.exists(db):
+
+    from hpsearch.storage import sqlite_path
+    db = sqlite_path(uri)
+    if db is None or db.exists():
         return
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
     template = cache / f"mlflow-{mlflow.__version__}-store.db"
@@ -224,13 +225,9 @@ class Tracker:
 
     def _artifact_root(self, name: str) -> str | None:
         """Beside a SQLite store, so artifacts do not depend on the working directory."""
-        if not self.uri.startswith("sqlite:///"):
-            return None
-        from sqlalchemy.engine import make_url
-        db = make_url(self.uri).database
-        if not db or db == ":memory:":
-            return None
-        return (Path(db).resolve().parent / "mlruns" / name).as_uri()
+        from hpsearch.storage import sqlite_path
+        db = sqlite_path(self.uri)
+        return None if db is None else (db.resolve().parent / "mlruns" / name).as_uri()
 
     # ------------------------------------------------------------------ parent run
 
