@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 
 from hpsearch.backends.common import job_error, limit_threads
-from hpsearch.backends.spark import SparkBackend, log, result_batch, worker_data
+from hpsearch.backends.spark import SparkBackend, log, result_row, worker_data
 from hpsearch.errors import BackendError
 from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
@@ -429,11 +429,11 @@ def _partial(seen: list[dict[str, float]], metric: str) -> dict[str, Any]:
 
 
 def _rank_partition(data_name: str | None, every: int, task: TrialTask,
-                    batches: Iterable[Any]) -> Iterator[Any]:
+                    rows: Iterable[int]) -> Iterator[bytes]:
     """The barrier task: meet the other ranks, train, and (rank 0) return the result."""
     from pyspark import BarrierTaskContext
 
-    for _ in batches:             # consume the input, so Spark reuses the Python worker
+    for _ in rows:             # consume the input, so Spark reuses the Python worker
         pass
     limit_threads()
     ctx = BarrierTaskContext.get()
@@ -447,7 +447,7 @@ def _rank_partition(data_name: str | None, every: int, task: TrialTask,
         # the barrier job must fail so that the driver retries it: let Spark see an error
         raise RuntimeError(f"{LOST_TAG} rank {rank} of {world}: {exc}") from None
     if result is not None:
-        yield result_batch(result)
+        yield result_row(result)
 
 
 # --------------------------------------------------------------------------- the driver side

@@ -34,15 +34,15 @@ from hpsearch.records import COMPLETE, FAILED, PRUNED, TrialResult, TrialTask
 
 
 def rung_partition(data_name: str | None, task: TrialTask, start: Any, until: int,
-                   batches: Iterable[Any]) -> Iterator[Any]:
+                   rows: Iterable[int]) -> Iterator[bytes]:
     """The Spark task of one rung: train epochs ``start.epoch + 1 .. until`` and return the result."""
-    from hpsearch.backends.spark import result_batch, worker_data
+    from hpsearch.backends.spark import result_row, worker_data
     from hpsearch.objective import run_trial
 
-    for _ in batches:      # consume the input, so Spark reuses the Python worker
+    for _ in rows:      # consume the input, so Spark reuses the Python worker
         pass
     limit_threads()
-    yield result_batch(run_trial(task, data=worker_data(data_name), rung=(start, until)))
+    yield result_row(run_trial(task, data=worker_data(data_name), rung=(start, until)))
 
 
 class Rungs:

@@ -82,18 +82,18 @@ def result_from_json(body: dict[str, Any]) -> TrialResult:
 # --------------------------------------------------------------------------- executor side
 
 def slot_loop(channel: PruningChannel, data_name: str | None, slots: list[str], label: str | None,
-              batches: Iterable[Any]) -> Iterator[Any]:
+              rows: Iterable[int]) -> Iterator[bytes]:
     """The Spark task of one slot: ask the driver for trials and run them until it has none. The
     job's input row K (one per task) makes its task slot ``slots[K]``. ``label``: the study's name,
     for a line per trial on the executor's stderr (``None``: no line; local executors write to the
     user's terminal)."""
     from hpsearch.backends.common import limit_threads
-    from hpsearch.backends.spark import result_batch, worker_data
+    from hpsearch.backends.spark import result_row, worker_data
     from hpsearch.objective import execute
     from hpsearch.pruning import call
 
-    rows = [k for batch in batches for k in batch.column(0).to_pylist()]
-    slot = slots[rows[0] if rows else 0]
+    ids = list(rows)
+    slot = slots[ids[0] if ids else 0]
     limit_threads()
     body: dict[str, Any] = {"slot": slot, "result": None}
     ran = 0
@@ -109,7 +109,7 @@ def slot_loop(channel: PruningChannel, data_name: str | None, slots: list[str], 
         body = {"slot": slot, "result": result_json(execute(task, worker_data(data_name))),
                 "trial": [task.number, task.attempt]}
         ran += 1
-    yield result_batch(ran)
+    yield result_row(ran)
 
 
 # --------------------------------------------------------------------------- driver side
