@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BUDGET = {"hpsearch": 6100, "nets": 3500}
+BUDGET = {"hpsearch": 6200, "nets": 3500}
 """Code lines per package (no blank lines, comments or docstrings): the size when adopted plus about
 5%. Raise a budget on purpose, in its own commit, never to make a change fit."""
 
