@@ -53,6 +53,11 @@ def store_file(url: str) -> Path | None:
     return journal_path(url) or sqlite_path(url)
 
 
+def cache_dir() -> Path:
+    """hpsearch's cache folder: ``$XDG_CACHE_HOME/hpsearch`` (``~/.cache/hpsearch``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL (``None`` for other URLs and in-memory)."""
     if not url.startswith("sqlite:"):

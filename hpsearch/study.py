@@ -586,7 +586,8 @@ class _Sweep:
         cores = ex.parallelism and ex.parallelism * (ex.data_parallel.workers if ex.data_parallel else 1)
         conf = {**DRIVER_JVM, **(ex.spark_conf or {})}
         return self._background("Spark session", spark_session, ex.master, cores,
-                                app_name=f"hpsearch {self.spec.name}", conf=conf)
+                                app_name=f"hpsearch {self.spec.name}", conf=conf,
+                                archive=not (ex.spark_conf or {}).keys() & DRIVER_JVM.keys())
 
     def _warm_numba(self, data: Any) -> None:
         """Compile (or load from numba's cache) a built-in net's code on the driver while Spark

@@ -156,11 +156,11 @@ def seed_store(uri: str) -> None:
 
     import mlflow
 
-    from hpsearch.storage import sqlite_path
+    from hpsearch.storage import cache_dir, sqlite_path
     db = sqlite_path(uri)
     if db is None or db.exists():
         return
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpsearch"
+    cache = cache_dir()
     template = cache / f"mlflow-{mlflow.__version__}-store.db"
     build, part = Path(f"{template}.{os.getpid()}"), Path(f"{db}.{os.getpid()}.part")
     with suppress(Exception):      # MLflow then creates the store itself, as without a template

@@ -88,11 +88,14 @@ def _env_defaults(values: dict[str, str]) -> Iterator[None]:
 
 
 def spark_session(master: str | None = None, parallelism: int | None = None,
-                  app_name: str = "hpsearch", conf: Mapping[str, str] | None = None) -> Any:
+                  app_name: str = "hpsearch", conf: Mapping[str, str] | None = None,
+                  archive: bool = False) -> Any:
     """Get or create the SparkSession: Spark Connect for ``sc://`` masters, classic otherwise.
 
     Local masters bind every endpoint (driver, UI) to 127.0.0.1. ``conf``: more Spark settings (a
-    study's ``execution.spark_conf``), applied last; never logged.
+    study's ``execution.spark_conf``), applied last; never logged. ``archive``: a new driver JVM
+    maps Spark's classes from hpsearch's class-data archive (:mod:`hpsearch.backends.jvm_archive`;
+    ``conf`` then holds hpsearch's own driver Java options).
     """
     if master is not None and master.startswith("sc://"):
         return _connect_session(master)
@@ -112,11 +115,19 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
                    .config("spark.driver.bindAddress", "127.0.0.1"))
     for var in THREAD_VARS:
         builder = builder.config(f"spark.executorEnv.{var}", "1")
-    for key, value in (conf or {}).items():
-        builder = builder.config(key, value)
-    try:
+
+    def get_or_create(settings: Mapping[str, str]) -> Any:
+        for key, value in settings.items():
+            builder.config(key, value)
         with _env_defaults(env):
-            spark = builder.getOrCreate()
+            return builder.getOrCreate()
+
+    try:
+        if archive:
+            from hpsearch.backends.jvm_archive import start
+            spark = start(get_or_create, dict(conf or {}))
+        else:
+            spark = get_or_create(conf or {})
     except Exception as exc:  # noqa: BLE001 - Py4J/Spark errors: unreachable master, refused secret
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise BackendError(f"cannot start Spark on {master}: {first.strip()[:300]}",

@@ -1,0 +1,56 @@
+"""The driver JVM's class-data archive (hpsearch.backends.jvm_archive), with real JVMs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+SESSION = """
+import json
+from hpsearch.backends.spark import spark_session
+from hpsearch.study import DRIVER_JVM
+spark = spark_session("local[1]", conf=DRIVER_JVM, archive=True)
+assert spark.sparkContext.parallelize(range(3), 3).map(str).collect() == ["0", "1", "2"]
+maps = open(f"/proc/{spark.sparkContext._gateway.proc.pid}/maps").read().splitlines()
+print(json.dumps(sorted({line.split()[-1] for line in maps if line.endswith(".jsa")})))
+"""
+
+
+def _mapped(cache: Path, env: dict, cwd: Path) -> list[str]:
+    """Start a sweep's kind of session in a new process: the archives of ``cache`` its JVM maps."""
+    out = subprocess.run([sys.executable, "-c", SESSION], env=env, cwd=cwd, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [p for p in json.loads(out.stdout.splitlines()[-1]) if p.startswith(str(cache))]
+
+
+def test_the_driver_jvm_maps_sparks_classes_from_an_archive_written_after_the_first_session(
+        tmp_path: Path, env: dict) -> None:
+    cache = tmp_path / "cache"
+    env = {**env, "XDG_CACHE_HOME": str(cache)}
+    # no archive yet: the session starts as before, and one is written once its process exited
+    assert _mapped(cache, env, tmp_path) == []
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and not (list(cache.glob("hpsearch/spark-jvm-*.jsa"))
+                                               and not list(cache.glob("hpsearch/*.lock"))):
+        time.sleep(1)
+    (archive,) = cache.glob("hpsearch/spark-jvm-*.jsa")
+    assert archive.name.endswith(f".{archive.stat().st_size}.jsa")      # whole: its size in its name
+    assert not list(cache.glob("hpsearch/*.part")) and not list(cache.glob("hpsearch/*.lock"))
+    # the next session's JVM maps it
+    assert _mapped(cache, env, tmp_path) == [str(archive)]
+    # a truncated archive under a name that claims its size crashes the JVM: the session starts
+    # again without it, and it is gone
+    half = archive.stat().st_size // 2
+    bad = archive.with_name(archive.name.replace(f".{archive.stat().st_size}.", f".{half}."))
+    with archive.open("rb") as src, bad.open("wb") as dst:
+        dst.write(src.read(half))
+    archive.unlink()
+    assert _mapped(cache, env, tmp_path) == []
+    assert not bad.exists()
