@@ -65,7 +65,7 @@ def start(get_or_create: Callable[[dict[str, str]], Any], conf: dict[str, str]) 
             atexit.register(_build_later, stem, {k: conf[k] for k in SETTINGS if k in conf})
         return get_or_create(conf)
     try:
-        return get_or_create({**conf, OPTION: f"{conf[OPTION]} -XX:SharedArchiveFile={found[0]} {QUIET}"})
+        return get_or_create({**conf, OPTION: f"{conf.get(OPTION, '')} -XX:SharedArchiveFile={found[0]} {QUIET}"})
     except Exception as exc:
         if "JAVA_GATEWAY_EXITED" not in str(exc):
             raise
