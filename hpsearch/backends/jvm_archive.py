@@ -103,6 +103,8 @@ def build(stem: str, settings: dict[str, str]) -> Path | None:
     try:
         if _whole(stem):                       # written by a process that asked before this one
             return None
+        for left in cache.glob(f"{stem}.*.part"):   # by a build that was killed (the lock is ours)
+            left.unlink(missing_ok=True)
         from pyspark.sql import SparkSession
         builder = (SparkSession.builder.master("local[1]").appName("hpsearch JVM archive")
                    .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +35,14 @@ def test_the_driver_jvm_maps_sparks_classes_from_an_archive_written_after_the_fi
         tmp_path: Path, env: dict) -> None:
     cache = tmp_path / "cache"
     env = {**env, "XDG_CACHE_HOME": str(cache)}
+    # what a build killed 20 minutes ago left: its lock and part of its file
+    stem = subprocess.run([sys.executable, "-c", "from hpsearch.backends.jvm_archive import _stem; from "
+                           "hpsearch.study import DRIVER_JVM; print(_stem(DRIVER_JVM))"],
+                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+    (cache / "hpsearch").mkdir(parents=True)
+    for left in (f"{stem}.lock", f"{stem}.12345.part"):
+        (cache / "hpsearch" / left).write_bytes(b"x" * 1000)
+        os.utime(cache / "hpsearch" / left, (time.time() - 1200, time.time() - 1200))
     # no archive yet: the session starts as before, and one is written once its process exited
     assert _mapped(cache, env, tmp_path) == []
     deadline = time.monotonic() + 150
