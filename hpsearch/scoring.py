@@ -437,8 +437,10 @@ def predict_parquet(spec: StudySpec, input_path: str, output_path: str, column: 
     _check_input(str(input_path), column, kind, spec.net, _input_size(model))
     if spark is None:
         from hpsearch.backends.spark import spark_session
+        conf = spec.execution.spark_conf or {}
         spark = spark_session(master or spec.execution.master, spec.execution.parallelism,
-                              app_name=f"hpsearch predict {spec.name}", conf=spec.execution.spark_conf)
+                              app_name=f"hpsearch predict {spec.name}", conf=conf,
+                              archive="spark.driver.extraJavaOptions" not in conf)
     udf = register_udf(spark, weights, name="hpsearch_" + re.sub(r"\W", "_", spec.name))
     from pyspark.sql.functions import col
     df = spark.read.parquet(str(input_path))
