@@ -24,8 +24,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from hpsearch.storage import cache_dir
 
 OPTION = "spark.driver.extraJavaOptions"
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
@@ -33,14 +36,14 @@ SETTINGS = ("spark.driver.extraClassPath", "spark.driver.memory")   # the JVM's 
 ENVIRON = ("SPARK_HOME", "SPARK_CONF_DIR", "SPARK_DIST_CLASSPATH", "HADOOP_CONF_DIR", "YARN_CONF_DIR")
 KEEP = 2              # archives kept (the newest): each pyspark or Java upgrade writes another
 STALE_S = 900.0       # a build's lock older than this was left by a process that died
+RETRY_S = 86400.0     # after a build that failed (a Java that cannot write archives), the next one
 
 
 def _stem(conf: Mapping[str, str]) -> str | None:
     """The archive's name for this pyspark, Java and class path (None: no Java found)."""
     import pyspark
     home = os.environ.get("JAVA_HOME")
-    java = shutil.which("java", path=os.path.join(home, "bin") if home else None)
-    if java is None:
+    if (java := shutil.which("java", path=os.path.join(home, "bin") if home else None)) is None:
         return None
     stat = os.stat(os.path.realpath(java))
     key = [pyspark.__version__, os.path.realpath(java), stat.st_size, stat.st_mtime_ns,
@@ -50,19 +53,20 @@ def _stem(conf: Mapping[str, str]) -> str | None:
 
 def _whole(stem: str | None) -> list[Path]:
     """The archive named ``stem`` if there is a whole one (its size as its name says)."""
-    from hpsearch.storage import cache_dir
     return [p for p in cache_dir().glob(f"{stem}.*.jsa") if p.name == f"{stem}.{p.stat().st_size}.jsa"]
 
 
 def start(get_or_create: Callable[[dict[str, str]], Any], conf: dict[str, str]) -> Any:
     """``get_or_create(conf)``, its driver JVM started with the archive when there is one; when
-    there is none, a detached process writes it once this process exits."""
+    there is none, a detached process writes it once this process exits (unless a build failed
+    in the last day: a Java that cannot write archives)."""
     stem = _stem(conf)
-    found = _whole(stem)
-    if stem is None or not found or any(c.isspace() or c in "'\"" for c in str(found[0])):
-        if stem is not None:
-            import atexit
-            atexit.register(_build_later, stem, {k: conf[k] for k in SETTINGS if k in conf})
+    found = _whole(stem)                                 # none for stem None
+    failed = [p for p in cache_dir().glob(f"{stem}.failed") if time.time() - p.stat().st_mtime < RETRY_S]
+    if stem is not None and not found and not failed:
+        import atexit
+        atexit.register(_build_later, stem, {k: conf[k] for k in SETTINGS if k in conf})
+    if not found or any(c.isspace() or c in "'\"" for c in str(found[0])):   # none the options can hold
         return get_or_create(conf)
     try:
         return get_or_create({**conf, OPTION: f"{conf.get(OPTION, '')} -XX:SharedArchiveFile={found[0]} {QUIET}"})
@@ -74,22 +78,21 @@ def start(get_or_create: Callable[[dict[str, str]], Any], conf: dict[str, str]) 
 
 
 def _build_later(stem: str, settings: dict[str, str]) -> None:
-    """Start the process that writes the archive, detached: it outlives this one."""
-    try:
+    """Start the process that writes the archive, detached: it outlives this one (when it cannot
+    start, the next sweep tries again)."""
+    with suppress(OSError):
         proc = subprocess.Popen([sys.executable, "-m", "hpsearch.backends.jvm_archive", stem],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         proc.stdin.write(json.dumps(settings).encode())     # settings stay out of the command line
         proc.stdin.close()
-    except OSError:
-        pass                                   # no archive: the next sweep tries again
 
 
 def build(stem: str, settings: dict[str, str]) -> Path | None:
     """Write the archive ``stem``: a local session whose JVM archives its classes as it exits, one
     job, the JVM's end awaited, the file moved into place whole. None when another process is
-    writing it or has written it, or the JVM failed."""
-    from hpsearch.storage import cache_dir
+    writing it or has written it, or the JVM failed (``<stem>.failed`` then says when). Only in a
+    process of its own (``python -m hpsearch.backends.jvm_archive``): it ends that process's JVM."""
     cache, flags = cache_dir(), os.O_CREAT | os.O_EXCL | os.O_WRONLY
     lock, part = cache / f"{stem}.lock", cache / f"{stem}.{os.getpid()}.part"
     cache.mkdir(parents=True, exist_ok=True)
@@ -108,20 +111,21 @@ def build(stem: str, settings: dict[str, str]) -> Path | None:
         from pyspark.sql import SparkSession
         builder = (SparkSession.builder.master("local[1]").appName("hpsearch JVM archive")
                    .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                   .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
                    .config(OPTION, f"-XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit={part} {QUIET}"))
-        for key, value in settings.items():
-            builder.config(key, value)
-        spark = builder.getOrCreate()
+        spark = builder.config(map=settings).getOrCreate()
         spark.sparkContext.parallelize(range(2), 2).map(str).collect()
         jvm = spark.sparkContext._gateway.proc
-        spark.stop()
-        jvm.stdin.close()                      # the JVM exits when its Python side goes away
+        jvm.stdin.close()            # the JVM stops Spark and exits when its Python side goes away
         if jvm.wait(600) != 0 or not part.is_file():
-            return None
+            raise RuntimeError("the JVM wrote no archive")
         os.replace(part, path := cache / f"{stem}.{part.stat().st_size}.jsa")
         for old in sorted(cache.glob("spark-jvm-*.jsa"), key=lambda p: p.stat().st_mtime)[:-KEEP]:
             old.unlink(missing_ok=True)
         return path
+    except Exception:
+        (cache / f"{stem}.failed").touch()
+        return None
     finally:
         part.unlink(missing_ok=True)
         os.close(fd)

@@ -113,14 +113,11 @@ def spark_session(master: str | None = None, parallelism: int | None = None,
     if is_local_master(master):
         builder = (builder.config("spark.driver.host", "127.0.0.1")
                    .config("spark.driver.bindAddress", "127.0.0.1"))
-    for var in THREAD_VARS:
-        builder = builder.config(f"spark.executorEnv.{var}", "1")
+    builder.config(map={f"spark.executorEnv.{var}": "1" for var in THREAD_VARS})
 
     def get_or_create(settings: Mapping[str, str]) -> Any:
-        for key, value in settings.items():
-            builder.config(key, value)
         with _env_defaults(env):
-            return builder.getOrCreate()
+            return builder.config(map=dict(settings)).getOrCreate()
 
     try:
         if archive:

@@ -63,3 +63,26 @@ def test_the_driver_jvm_maps_sparks_classes_from_an_archive_written_after_the_fi
     archive.unlink()
     assert _mapped(cache, env, tmp_path) == []
     assert not bad.exists()
+
+
+def test_a_failed_build_leaves_a_mark_and_no_sweep_asks_for_another_for_a_day(tmp_path: Path, env: dict,
+                                                                              monkeypatch) -> None:
+    from hpsearch.backends import jvm_archive
+    from hpsearch.study import DRIVER_JVM
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = {**env, "XDG_CACHE_HOME": str(tmp_path)}
+    stem = jvm_archive._stem(DRIVER_JVM)
+    # a JVM that cannot start (as a Java that cannot write archives): in a process of its own
+    code = ("import sys\nfrom hpsearch.backends.jvm_archive import build\n"
+            "print(build(sys.argv[1], {'spark.driver.memory': 'no-size'}))")
+    out = subprocess.run([sys.executable, "-c", code, stem], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines()[-1] == "None", out.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "hpsearch").iterdir()) == [f"{stem}.failed"]   # no lock, no part
+    asked: list = []
+    monkeypatch.setattr("atexit.register", lambda fn, *args: asked.append(args))
+    assert jvm_archive.start(lambda conf: conf, dict(DRIVER_JVM)) == DRIVER_JVM     # no archive: as it was
+    assert asked == []
+    day_ago = time.time() - jvm_archive.RETRY_S - 60
+    os.utime(tmp_path / "hpsearch" / f"{stem}.failed", (day_ago, day_ago))
+    assert jvm_archive.start(lambda conf: conf, dict(DRIVER_JVM)) == DRIVER_JVM
+    assert asked == [(stem, {})]
