@@ -20,6 +20,9 @@ What it runs
 hpsearch creates each fresh MLflow store as a copy of its cached empty store
 (``~/.cache/hpsearch/mlflow-<version>-store.db``, built by the first run that needs it), as a user's
 second sweep would; the hand-written side's MLflow runs its schema migrations on each fresh store.
+Likewise hpsearch's driver JVM maps Spark's classes from its cached class-data archive
+(``~/.cache/hpsearch/spark-jvm-*.jsa``, written after the first sweep on a machine), the cold run too:
+"cold" is numba's cache alone.
 
 Each side's best validation accuracy is read from its MLflow store afterwards (not timed): the final
 ``val_top1`` of the completed trial with the lowest ``val_loss`` (the study's objective), and the highest
