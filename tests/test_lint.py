@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BUDGET = {"hpsearch": 6200, "nets": 3500}
 """Code lines per package (no blank lines, comments or docstrings): the size when adopted plus about
-5%. Raise a budget on purpose, in its own commit, never to make a change fit."""
+5%; hpsearch's raised once since, on purpose (6100 -> 6200, for the driver JVM's class-data archive,
+rather than dropping a tested capability of its size). Raise a budget on purpose, in its own commit,
+never to make a change fit."""
 
 
 def code_lines(path: Path) -> int:
