@@ -582,7 +582,7 @@ class _Sweep:
         if ex.backend != "spark" or self.spark is not None:
             return None
         from hpsearch.backends.spark import spark_session
-        self.note(f"starting Spark ({ex.master or 'local'}); this takes 10-20 s ...")
+        self.note(f"starting Spark ({ex.master or 'local'}) ...")
         cores = ex.parallelism and ex.parallelism * (ex.data_parallel.workers if ex.data_parallel else 1)
         conf = {**DRIVER_JVM, **(ex.spark_conf or {})}
         return self._background("Spark session", spark_session, ex.master, cores,
