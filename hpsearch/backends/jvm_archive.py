@@ -45,8 +45,8 @@ def _stem(conf: Mapping[str, str]) -> str | None:
     home = os.environ.get("JAVA_HOME")
     if (java := shutil.which("java", path=os.path.join(home, "bin") if home else None)) is None:
         return None
-    stat = os.stat(os.path.realpath(java))
-    key = [pyspark.__version__, os.path.realpath(java), stat.st_size, stat.st_mtime_ns,
+    stat = os.stat(real := os.path.realpath(java))
+    key = [pyspark.__version__, real, stat.st_size, stat.st_mtime_ns,
            [conf.get(k) for k in SETTINGS], [os.environ.get(k) for k in ENVIRON]]
     return f"spark-jvm-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}"
 
@@ -74,7 +74,8 @@ def start(get_or_create: Callable[[dict[str, str]], Any], conf: dict[str, str]) 
         if "JAVA_GATEWAY_EXITED" not in str(exc):
             raise
         found[0].unlink(missing_ok=True)       # the JVM died with it: start without it
-        return get_or_create(conf)
+        # the session builder keeps the options of the first try: the caller's own (none: empty) again
+        return get_or_create({**conf, OPTION: conf.get(OPTION, "")})
 
 
 def _build_later(stem: str, settings: dict[str, str]) -> None:

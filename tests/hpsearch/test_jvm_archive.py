@@ -13,20 +13,21 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 
 SESSION = """
-import json
+import json, sys
 from hpsearch.backends.spark import spark_session
 from hpsearch.study import DRIVER_JVM
-spark = spark_session("local[1]", conf=DRIVER_JVM, archive=True)
+spark = spark_session("local[1]", conf=DRIVER_JVM if sys.argv[1] == "sweep" else {}, archive=True)
 assert spark.sparkContext.parallelize(range(3), 3).map(str).collect() == ["0", "1", "2"]
 maps = open(f"/proc/{spark.sparkContext._gateway.proc.pid}/maps").read().splitlines()
 print(json.dumps(sorted({line.split()[-1] for line in maps if line.endswith(".jsa")})))
 """
 
 
-def _mapped(cache: Path, env: dict, cwd: Path) -> list[str]:
-    """Start a sweep's kind of session in a new process: the archives of ``cache`` its JVM maps."""
-    out = subprocess.run([sys.executable, "-c", SESSION], env=env, cwd=cwd, capture_output=True, text=True,
-                         timeout=180)
+def _mapped(cache: Path, env: dict, cwd: Path, kind: str = "sweep") -> list[str]:
+    """Start a sweep's kind of session (``predict``: one without driver Java options of its own) in a
+    new process: the archives of ``cache`` its JVM maps."""
+    out = subprocess.run([sys.executable, "-c", SESSION, kind], env=env, cwd=cwd, capture_output=True,
+                         text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     return [p for p in json.loads(out.stdout.splitlines()[-1]) if p.startswith(str(cache))]
 
@@ -55,14 +56,16 @@ def test_the_driver_jvm_maps_sparks_classes_from_an_archive_written_after_the_fi
     # the next session's JVM maps it
     assert _mapped(cache, env, tmp_path) == [str(archive)]
     # a truncated archive under a name that claims its size crashes the JVM: the session starts
-    # again without it, and it is gone
+    # again without it, and it is gone (a sweep's session, and one without Java options of its own)
     half = archive.stat().st_size // 2
     bad = archive.with_name(archive.name.replace(f".{archive.stat().st_size}.", f".{half}."))
-    with archive.open("rb") as src, bad.open("wb") as dst:
-        dst.write(src.read(half))
+    with archive.open("rb") as src:
+        truncated = src.read(half)
     archive.unlink()
-    assert _mapped(cache, env, tmp_path) == []
-    assert not bad.exists()
+    for kind in ("sweep", "predict"):
+        bad.write_bytes(truncated)
+        assert _mapped(cache, env, tmp_path, kind) == []
+        assert not bad.exists()
 
 
 def test_a_failed_build_leaves_a_mark_and_no_sweep_asks_for_another_for_a_day(tmp_path: Path, env: dict,
